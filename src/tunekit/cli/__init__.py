@@ -1,0 +1,1 @@
+"""The `tunekit` command line."""

@@ -1,0 +1,1 @@
+"""Configuration: Hydra composition, schemas and validation."""

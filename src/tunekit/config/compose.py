@@ -1,0 +1,245 @@
+"""Compose a verb's configuration with Hydra's compose API and validate it against its schema.
+
+Hydra runs without `@hydra.main`: no working-directory change, no `outputs/` or `.hydra/` folders.
+Recipes (`recipe=lofi`) and pipelines (`pipeline=musicgen`) are Hydra config groups named
+`recipes` and `pipelines`, found first in the user's directories (./recipes, $TUNEKIT_RECIPES_PATH,
+a path given on the command line), then in the shipped ones. Every Hydra or OmegaConf error is
+turned into a one-line `ConfigError` that names the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tunekit.errors import ConfigError, ConfigErrors
+from tunekit.paths import resource_dir, user_resource_dirs
+
+# User-facing override keys → Hydra group names (the folders are plural, like the repository's).
+GROUP_ALIASES = {"recipe": "recipes", "pipeline": "pipelines"}
+_GROUP_NOUNS = {v: k for k, v in GROUP_ALIASES.items()}
+_OVERRIDE_RE = re.compile(r"^(?P<prefix>[+~]{0,2})(?P<key>[A-Za-z_][\w.@/-]*)(?P<rest>=.*)?$", re.S)
+
+
+_VIEWS: dict[tuple[str, Path], Path] = {}
+
+
+def _search_root(kind: str, directory: Path) -> Path:
+    """A private search-path root whose only entry is `<kind>/` → `directory`.
+
+    Hydra treats every folder of a search root as a config group, so the root must not be the
+    user's working directory or the repository (where `data/` or `out/` would shadow the `data=`
+    and `out=` keys).
+    """
+    key = (kind, directory.resolve())
+    if key not in _VIEWS:
+        root = Path(tempfile.mkdtemp(prefix="tunekit-search-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        (root / kind).symlink_to(key[1], target_is_directory=True)
+        _VIEWS[key] = root
+    return _VIEWS[key]
+
+
+def _translate_overrides(overrides: list[str]) -> tuple[list[str], list[Path]]:
+    """Map `recipe=`/`pipeline=` onto their groups; a value that is a YAML path adds its folder to the search."""
+    out: list[str] = []
+    roots: list[Path] = []
+    for item in overrides:
+        m = _OVERRIDE_RE.match(item)
+        if not m or m["key"] not in GROUP_ALIASES:
+            out.append(item)
+            continue
+        group = GROUP_ALIASES[m["key"]]
+        rest = m["rest"] or ""
+        value = rest[1:]
+        if value.endswith((".yaml", ".yml")):
+            path = Path(value).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"{m['key']} file not found: {value}", key=m["key"])
+            roots.append(_search_root(group, path.parent))
+            rest = "=" + path.stem
+        out.append(f"{m['prefix']}{group}{rest}")
+    return out, roots
+
+
+def search_roots(extra_roots: list[Path] | None = None) -> list[Path]:
+    """Search-path roots in priority order: command-line paths, user folders, then the shipped ones."""
+    roots = list(extra_roots or [])
+    for kind in GROUP_ALIASES.values():
+        for d in user_resource_dirs(kind):
+            if d.is_dir():
+                roots.append(_search_root(kind, d))
+    for kind in GROUP_ALIASES.values():
+        shipped = resource_dir(kind)
+        if shipped.is_dir():
+            roots.append(_search_root(kind, shipped))
+    unique: list[Path] = []
+    for r in roots:
+        if r not in unique:
+            unique.append(r)
+    return unique
+
+
+def group_options(group: str, extra_roots: list[Path] | None = None) -> list[str]:
+    """Names available in a config group (e.g. `recipes`, `method`), across all search roots."""
+    dirs = [r / group for r in search_roots(extra_roots)] + [resource_dir("configs") / group]
+    names = {p.stem for d in dirs if d.is_dir() for p in d.iterdir() if p.suffix in (".yaml", ".yml")}
+    return sorted(names)
+
+
+def _hydra_compose(config_name: str, overrides: list[str], roots: list[Path], return_hydra_config: bool = False):
+    from hydra import compose, initialize_config_dir
+
+    config_dir = resource_dir("configs")
+    searchpath = "hydra.searchpath=[" + ",".join(f"file://{r}" for r in roots) + "]"
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3", job_name="tunekit"):
+        return compose(
+            config_name=config_name,
+            overrides=[searchpath, *overrides],
+            return_hydra_config=return_hydra_config,
+        )
+
+
+def _friendly(exc: Exception, config_name: str, overrides: list[str], roots: list[Path]) -> ConfigError:
+    """Turn a Hydra/OmegaConf exception into a one-line ConfigError naming the key and the choices."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+    text = str(exc)
+    if isinstance(exc, MissingConfigException):
+        m = re.search(r"Could not find '([^']+)/([^']+)'", text)
+        if m:
+            group, option = m.groups()
+            noun = _GROUP_NOUNS.get(group, group)
+            choices = ", ".join(group_options(group, roots)) or "(none)"
+            return ConfigError(f"unknown {noun} '{option}'; available: {choices}", key=noun)
+        m = re.search(r"Could not find '([^']+)'", text)
+        if m and m.group(1) == config_name:
+            return ConfigError(f"no config '{config_name}.yaml' in {resource_dir('configs')}")
+    if isinstance(exc, OverrideParseException):
+        return ConfigError(f"cannot parse override: {text.splitlines()[0]}")
+    if isinstance(exc, ConfigCompositionException):
+        m = re.search(r"Could not override '([^']+)'", text)
+        if m:
+            key = m.group(1)
+            return ConfigError(_unknown_key_message(key, config_name, roots), key=key)
+        m = re.search(r"Could not (?:append to|delete from) config\. '([^']+)'", text)
+        if m:
+            return ConfigError(f"{text.splitlines()[0]}", key=m.group(1))
+        cause = exc.__cause__
+        if cause is not None:
+            return _friendly_omegaconf(cause, config_name, roots)
+        return ConfigError(text.splitlines()[0])
+    return _friendly_omegaconf(exc, config_name, roots)
+
+
+def _unknown_key_message(key: str, config_name: str, roots: list[Path]) -> str:
+    """'unknown key a.b.c; valid keys under a.b: x, y' computed from the config without overrides."""
+    from omegaconf import DictConfig
+
+    try:
+        base = _hydra_compose(config_name, [], roots)
+    except Exception:  # noqa: BLE001 - the message is best-effort; the key is still named
+        return f"unknown key '{key}'"
+    parent_path, _, _ = key.rpartition(".")
+    node: Any = base
+    for part in [p for p in parent_path.split(".") if p]:
+        if isinstance(node, DictConfig) and part in node:
+            node = node[part]
+        else:
+            return f"unknown key '{key}': '{parent_path}' is not a config section"
+    where = f" under '{parent_path}'" if parent_path else ""
+    valid = ", ".join(sorted(str(k) for k in node.keys())) if isinstance(node, DictConfig) else ""
+    return f"unknown key '{key}'; valid keys{where}: {valid}"
+
+
+def _friendly_omegaconf(exc: BaseException, config_name: str, roots: list[Path]) -> ConfigError:
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+    if isinstance(exc, OmegaConfBaseException):
+        key = getattr(exc, "full_key", None) or None
+        msg = str(exc).splitlines()[0]
+        if isinstance(exc, ValidationError) and key:
+            return ConfigError(f"invalid value for '{key}': {msg}", key=key)
+        if isinstance(exc, ConfigKeyError) and key:
+            return ConfigError(_unknown_key_message(key, config_name, roots), key=key)
+        return ConfigError(f"{key + ': ' if key else ''}{msg}", key=key)
+    return ConfigError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+def compose_raw(config_name: str, overrides: list[str] | None = None, return_hydra_config: bool = False):
+    """Compose `configs/<config_name>.yaml` with overrides; no schema validation. Raises ConfigError."""
+    translated, extra_roots = _translate_overrides(list(overrides or []))
+    roots = search_roots(extra_roots)
+    try:
+        return _hydra_compose(config_name, translated, roots, return_hydra_config)
+    except ConfigError:
+        raise
+    except Exception as exc:  # Hydra and OmegaConf errors become one-line ConfigErrors
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        if isinstance(exc, (HydraException, OmegaConfBaseException)):
+            raise _friendly(exc, config_name, translated, roots) from exc
+        raise
+
+
+def load_config(config_name: str, overrides: list[str] | None = None, schema: type | None = None):
+    """Compose and validate a verb's config. Missing required values and the schema's own checks
+    (a `problems(cfg) -> list[str]` classmethod, when defined) are all reported at once."""
+    from omegaconf import OmegaConf
+
+    cfg = compose_raw(config_name, overrides)
+    if schema is not None:
+        try:
+            merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
+        except Exception as exc:
+            from omegaconf.errors import OmegaConfBaseException
+
+            if isinstance(exc, OmegaConfBaseException):
+                raise _friendly_omegaconf(exc, config_name, search_roots()) from exc
+            raise
+        OmegaConf.set_struct(merged, True)
+        cfg = merged
+    problems = [f"missing value for '{k}' (set it with {k}=...)" for k in sorted(OmegaConf.missing_keys(cfg))]
+    check = getattr(schema, "problems", None)
+    if not problems and callable(check):
+        problems += list(check(cfg))
+    if problems:
+        raise ConfigErrors(problems)
+    return cfg
+
+
+def field_docs(schema: type) -> dict[str, str]:
+    """One-line docs of a dataclass's fields, read from the trailing `# comment` of each field line."""
+    import inspect
+
+    docs: dict[str, str] = {}
+    try:
+        source = inspect.getsource(schema)
+    except (OSError, TypeError):
+        return docs
+    names = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else set()
+    for line in source.splitlines():
+        m = re.match(r"\s+(\w+)\s*:[^#]*#\s*(.+)$", line)
+        if m and m.group(1) in names:
+            docs[m.group(1)] = m.group(2).strip()
+    return docs
+
+
+def to_yaml(cfg) -> str:
+    """The resolved config as YAML (what `--cfg job` prints and what runs record)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def group_choices(config_name: str, overrides: list[str] | None = None) -> dict[str, str | None]:
+    """The config groups a composed config used and the option chosen for each (Hydra's runtime choices)."""
+    cfg = compose_raw(config_name, overrides, return_hydra_config=True)
+    choices = dict(cfg.hydra.runtime.choices)
+    return {k: v for k, v in choices.items() if not k.startswith("hydra/")}

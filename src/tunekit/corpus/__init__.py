@@ -1,0 +1,1 @@
+"""Demo corpus synthesiser, licence normalisation and metadata readers."""

@@ -1,0 +1,138 @@
+"""Every pretrained model tunekit knows, and `resolve`: the one place where `models=tiny` swaps ids.
+
+A real id is passed to the library's loader unchanged (a Hugging Face Hub id, a local folder, or a
+Demucs model name). With `tiny=True` it becomes the local path of a tiny random model of the same
+class and variant, built on first use by `tunekit.models.tiny`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunekit.errors import ConfigError, StageUnavailableError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A real pretrained model: its id, what tunekit uses it for, and its tiny stand-in."""
+
+    id: str  # Hugging Face Hub id, or a Demucs model name (htdemucs, …)
+    role: str  # what tunekit uses it for: generator, codec, separator, embedding
+    family: str  # loader family: musicgen, musicgen_melody, encodec, demucs, clap, vggish, acestep
+    description: str  # one line for `tunekit ls`
+    tiny_name: str  # folder under <cache>/tiny/ of the tiny model of the same class; "" when there is none
+
+
+_T5 = "T5-base text encoder"
+MODELS: list[ModelSpec] = [
+    # MusicGen (transformers format; audiocraft's official checkpoints). Tokens: EnCodec 32 kHz, 50 Hz.
+    ModelSpec("facebook/musicgen-small", "generator", "musicgen",
+              f"MusicGen 300M, mono, 4 codebooks, {_T5} (the default)", "musicgen"),
+    ModelSpec("facebook/musicgen-medium", "generator", "musicgen",
+              f"MusicGen 1.5B, mono, 4 codebooks, {_T5}", "musicgen"),
+    ModelSpec("facebook/musicgen-large", "generator", "musicgen",
+              f"MusicGen 3.3B, mono, 4 codebooks, {_T5}", "musicgen"),
+    ModelSpec("facebook/musicgen-melody", "generator", "musicgen_melody",
+              f"MusicGen 1.5B conditioned on text and a melody (chroma), mono, {_T5}", "musicgen-melody"),
+    ModelSpec("facebook/musicgen-melody-large", "generator", "musicgen_melody",
+              f"MusicGen 3.3B conditioned on text and a melody (chroma), mono, {_T5}", "musicgen-melody"),
+    ModelSpec("facebook/musicgen-stereo-small", "generator", "musicgen",
+              f"MusicGen 300M, stereo (8 interleaved codebooks), {_T5}", "musicgen-stereo"),
+    ModelSpec("facebook/musicgen-stereo-medium", "generator", "musicgen",
+              f"MusicGen 1.5B, stereo (8 interleaved codebooks), {_T5}", "musicgen-stereo"),
+    ModelSpec("facebook/musicgen-stereo-large", "generator", "musicgen",
+              f"MusicGen 3.3B, stereo (8 interleaved codebooks), {_T5}", "musicgen-stereo"),
+    ModelSpec("facebook/musicgen-stereo-melody", "generator", "musicgen_melody",
+              f"MusicGen 1.5B, text + melody, stereo (8 codebooks), {_T5}", "musicgen-stereo-melody"),
+    ModelSpec("facebook/musicgen-stereo-melody-large", "generator", "musicgen_melody",
+              f"MusicGen 3.3B, text + melody, stereo (8 codebooks), {_T5}", "musicgen-stereo-melody"),
+    # The audio tokenizer of every MusicGen checkpoint above.
+    ModelSpec("facebook/encodec_32khz", "codec", "encodec",
+              "EnCodec 32 kHz mono, 4 codebooks x 2048 at 50 Hz (MusicGen's audio tokens)", "encodec_32khz"),
+    # Demucs source separation (demucs model names; weights on the Hub under adefossez/).
+    ModelSpec("htdemucs", "separator", "demucs",
+              "Hybrid Transformer Demucs v4, 4 stems (drums, bass, other, vocals), 44.1 kHz (the default)",
+              "htdemucs"),
+    ModelSpec("htdemucs_ft", "separator", "demucs",
+              "htdemucs fine-tuned per stem: a bag of 4 models, one per stem (4x slower)", "htdemucs_ft"),
+    ModelSpec("htdemucs_6s", "separator", "demucs",
+              "htdemucs with 6 stems (adds guitar and piano)", "htdemucs_6s"),
+    ModelSpec("hdemucs_mmi", "separator", "demucs",
+              "Hybrid Demucs v3, 4 stems", "hdemucs_mmi"),
+    ModelSpec("mdx_extra", "separator", "demucs",
+              "Hybrid Demucs v3 bag of 4 models trained with extra data (MDX 2021 track B)", "mdx_extra"),
+    # CLAP for the CLAP score and CLAP-embedding FAD.
+    ModelSpec("laion/larger_clap_music", "embedding", "clap",
+              "CLAP (HTSAT-base audio + RoBERTa text), 48 kHz, 512-d, trained on music (the default)", "clap"),
+    ModelSpec("laion/larger_clap_music_and_speech", "embedding", "clap",
+              "CLAP (HTSAT-base + RoBERTa), 48 kHz, 512-d, music and speech", "clap"),
+    ModelSpec("laion/larger_clap_general", "embedding", "clap",
+              "CLAP (HTSAT-base + RoBERTa), 48 kHz, 512-d, general audio", "clap"),
+    ModelSpec("laion/clap-htsat-unfused", "embedding", "clap",
+              "CLAP (HTSAT-tiny + RoBERTa), 48 kHz, 512-d, general audio", "clap"),
+    # VGGish for VGGish-embedding FAD (torchvggish's release files; see tunekit.models.vggish).
+    ModelSpec("torchvggish", "embedding", "vggish",
+              "VGGish (AudioSet), 16 kHz, 0.96 s frames, 128-d, torchvggish weights + PCA", "vggish"),
+    # ACE-Step 1.5 (diffusers AceStepPipeline, `pip install 'tunekit[acestep]'`).
+    ModelSpec("ACE-Step/Ace-Step1.5", "generator", "acestep",
+              "ACE-Step 1.5 turbo: DiT on Oobleck VAE latents, Qwen3 text encoder, 8 steps, no CFG", ""),
+    ModelSpec("ACE-Step/acestep-v15-base", "generator", "acestep",
+              "ACE-Step 1.5 base: APG guidance with a learned null condition", ""),
+    ModelSpec("ACE-Step/acestep-v15-sft", "generator", "acestep",
+              "ACE-Step 1.5 sft: supervised fine-tune of base", ""),
+]
+
+DEFAULTS: dict[str, str] = {
+    "musicgen": "facebook/musicgen-small",
+    "encodec": "facebook/encodec_32khz",
+    "demucs": "htdemucs",
+    "clap": "laion/larger_clap_music",
+    "vggish": "torchvggish",
+}
+"""The real id each loader uses when a config leaves it at its default."""
+
+
+def find_spec(name: str) -> ModelSpec | None:
+    """The spec whose id is `name` (case-insensitive), or None for an id tunekit does not know."""
+    wanted = name.strip().lower()
+    for spec in MODELS:
+        if spec.id.lower() == wanted:
+            return spec
+    return None
+
+
+def is_local_path(name_or_path: str | Path) -> bool:
+    """True when `name_or_path` names something on disk (it exists, or is written as a path)."""
+    text = str(name_or_path)
+    if Path(text).expanduser().exists():
+        return True
+    return text.startswith(("/", "./", "../", "~")) or text.count("/") > 1 or "\\" in text
+
+
+def resolve(name_or_path: str, *, tiny: bool, cache_dir: str | Path | None = None) -> str:
+    """What to pass to the loader for `name_or_path`.
+
+    Without `tiny` (or for a local path, which is used as given) it is returned unchanged. With
+    `tiny` a known real id becomes the path of its tiny stand-in, built into
+    `<cache_dir>/tiny/<tiny_name>/` on first use (`cache_dir` defaults to `tunekit.paths.cache_dir()`).
+    """
+    name_or_path = str(name_or_path)
+    if not tiny or is_local_path(name_or_path):
+        return name_or_path
+    spec = find_spec(name_or_path)
+    if spec is None:
+        known = ", ".join(s.id for s in MODELS if s.tiny_name)
+        raise ConfigError(
+            f"models.tiny is true but {name_or_path!r} is not a model tunekit has a tiny stand-in for; "
+            f"use one of the known ids ({known}), pass a local checkpoint folder, or set models.tiny=false",
+            key="models.tiny",
+        )
+    if not spec.tiny_name:
+        raise StageUnavailableError(
+            f"there is no tiny {spec.family} model for {spec.id!r}, so models=tiny cannot stand in for it; "
+            "use a local checkpoint folder or models.tiny=false"
+        )
+    from tunekit.models.tiny import ensure_tiny
+
+    return str(ensure_tiny(spec.tiny_name, cache_dir=cache_dir))

@@ -1,0 +1,108 @@
+"""The `tunekit` command line: help, ls, config printing and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tunekit.cli.main import VERBS, main
+
+TUNEKIT = [sys.executable, "-m", "tunekit"]
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*TUNEKIT, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_help_lists_every_verb_and_ends_with_an_example(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in VERBS:
+        assert name in out
+    assert "ls" in out and "config" in out
+    assert out.strip().splitlines()[-2].strip() == "example:"
+
+
+def test_help_does_not_import_heavy_libraries():
+    code = (
+        "import sys; from tunekit.cli.main import main; main(['--help']);"
+        "heavy = [m for m in ('torch', 'transformers', 'hydra', 'omegaconf', 'essentia', 'demucs', 'librosa', 'wandb')"
+        " if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("verb", sorted(VERBS))
+def test_every_verb_help_ends_with_worked_example(verb, capsys):
+    assert main([*verb.split(), "--help"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-2].strip() == "example:"
+    assert out[-1].strip().startswith("tunekit ")
+    assert "could not read the config" not in "\n".join(out)
+
+
+def test_unknown_verb_is_a_one_line_error():
+    res = run_cli("trian")
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0
+    assert "unknown verb 'trian'" in res.stderr and "available:" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_unknown_key_names_the_key_and_valid_keys():
+    res = run_cli("corpus", "synth", "seeed=3")
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    assert res.stderr.strip().count("\n") == 0
+    assert "unknown key 'seeed'" in res.stderr and "seed" in res.stderr
+
+
+def test_bad_value_type_names_the_key():
+    res = run_cli("corpus", "synth", "n_tracks=many")
+    assert res.returncode == 2
+    assert "n_tracks" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_cfg_job_prints_config_without_running(tmp_path):
+    res = run_cli("corpus", "synth", f"out={tmp_path / 'x'}", "--cfg", "job")
+    assert res.returncode == 0, res.stderr
+    assert f"out: {tmp_path / 'x'}" in res.stdout
+    assert not (tmp_path / "x").exists()
+
+
+def test_config_verb_prints_merged_config(tmp_path):
+    res = run_cli("config", "corpus", "synth", "seed=7")
+    assert res.returncode == 0, res.stderr
+    assert "seed: 7" in res.stdout
+
+
+def test_no_hydra_litter_in_working_directory(tmp_path):
+    res = run_cli("corpus", "synth", "--cfg", "job", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ls_lists_sections(capsys):
+    assert main(["ls"]) == 0
+    out = capsys.readouterr().out
+    for section in ("recipes:", "pipelines:", "models:"):
+        assert section in out
+
+
+def test_ls_unknown_section():
+    res = run_cli("ls", "nope")
+    assert res.returncode == 2 and "available: recipes, pipelines, models" in res.stderr
+
+
+def test_folders_in_working_directory_do_not_shadow_keys(tmp_path):
+    """A `data/` or `out/` folder where tunekit runs must not turn into a config group."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "mine.yaml").write_text("# @package _global_\n# mine\n")
+    res = run_cli("corpus", "synth", "out=somewhere", "--cfg", "job", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "out: somewhere" in res.stdout
