@@ -12,6 +12,9 @@ TORCH_SPEC ?= torch==2.13.0
 SYSTEM_SITE ?= 0
 DEMO_DIR ?= data/demo
 DEMO_OUT ?= out/demo
+DEMO_RUN ?= runs/demo
+DEMO_TRACKS ?= 12
+TUNEKIT := $(VENV)/bin/tunekit
 PYTEST_ARGS ?=
 
 ifeq ($(SYSTEM_SITE),1)
@@ -30,11 +33,22 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $@
 
+# The whole product offline on tiny random models (their audio is noise; the path is real):
+# corpus -> prep (licences, Demucs, -14 LUFS, windows, tags, captions, EnCodec tokens) -> train -> generate -> eval.
 demo: venv
-	$(VENV)/bin/tunekit corpus synth out=$(DEMO_DIR)
+	HF_HUB_OFFLINE=1 $(TUNEKIT) corpus synth out=$(DEMO_DIR) n_tracks=$(DEMO_TRACKS)
+	HF_HUB_OFFLINE=1 $(TUNEKIT) prep corpus=$(DEMO_DIR) out=$(DEMO_OUT) models=tiny quiet=true
+	@echo "Tags and captions of a few windows (with models=tiny the CLAP tags are random and left out of"
+	@echo "the captions: these captions come from the Essentia DSP tags and the corpus metadata):"
+	$(PY) -m tunekit.prep.show $(DEMO_OUT) 3
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(TUNEKIT) train recipe=demo data=$(DEMO_OUT) out=$(DEMO_RUN)
+	HF_HUB_OFFLINE=1 $(TUNEKIT) generate run=$(DEMO_RUN) prompt="a mellow lo-fi hip-hop beat with warm piano" \
+		duration=4 out=$(DEMO_RUN)/demo.wav
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(TUNEKIT) eval run=$(DEMO_RUN) models=tiny
+	@echo "Evaluation report: $(DEMO_RUN)/eval/report.html"
 
 test: venv
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 clean-demo:
-	rm -rf $(DEMO_DIR) $(DEMO_OUT)
+	rm -rf $(DEMO_DIR) $(DEMO_OUT) $(DEMO_RUN)

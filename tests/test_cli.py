@@ -106,3 +106,33 @@ def test_folders_in_working_directory_do_not_shadow_keys(tmp_path):
     res = run_cli("corpus", "synth", "out=somewhere", "--cfg", "job", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "out: somewhere" in res.stdout
+
+
+def test_unknown_recipe_lists_available_recipes(repo_root):
+    res = run_cli("train", "recipe=nope")
+    assert res.returncode == 2
+    shipped = sorted(p.stem for p in (repo_root / "recipes").glob("*.yaml"))
+    assert res.stderr.strip() == f"tunekit: error: unknown recipe 'nope'; available: {', '.join(shipped)}"
+
+
+def test_data_shorthand_sets_the_dataset_path(tmp_path):
+    res = run_cli("config", "train", "recipe=lofi", f"data={tmp_path}", f"out={tmp_path / 'run'}")
+    assert res.returncode == 0, res.stderr
+    assert f"path: {tmp_path}" in res.stdout
+
+
+def test_user_recipes_from_working_directory_and_path(tmp_path):
+    """./recipes/NAME.yaml in the working directory, or a path, without touching the package."""
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "mine.yaml").write_text("# @package _global_\n# my recipe\ntrainer:\n  max_steps: 7\n")
+    res = run_cli("config", "train", "recipe=mine", "data=d", "out=o", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "max_steps: 7" in res.stdout
+    ls = run_cli("ls", "recipes", cwd=tmp_path)
+    assert "mine" in ls.stdout and "my recipe" in ls.stdout
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "other.yaml").write_text("# @package _global_\n# other\ntrainer:\n  max_steps: 9\n")
+    res = run_cli("config", "train", f"recipe={elsewhere / 'other.yaml'}", "data=d", "out=o")
+    assert res.returncode == 0, res.stderr
+    assert "max_steps: 9" in res.stdout

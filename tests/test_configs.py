@@ -94,5 +94,8 @@ def test_unknown_group_option_lists_choices():
     verb, group = pairs[0]
     with pytest.raises(ConfigError) as err:
         load_config(verb.config, [*_required(verb), f"{group}=nope"], _schema(verb))
+    from tunekit.config.compose import GROUP_ALIASES
+
+    noun = {v: k for k, v in GROUP_ALIASES.items()}.get(group, group)
     choices = ", ".join(group_options(group))
-    assert str(err.value) == f"unknown {group} 'nope'; available: {choices}"
+    assert str(err.value) == f"unknown {noun} 'nope'; available: {choices}"

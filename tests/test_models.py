@@ -18,7 +18,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from tunekit.errors import ConfigError, MissingDependencyError, StageUnavailableError  # noqa: E402
+from tunekit.errors import ConfigError, StageUnavailableError  # noqa: E402
 from tunekit.models import registry, tiny  # noqa: E402
 from tunekit.models.config import ModelsConfig  # noqa: E402
 from tunekit.models.hashing import model_fingerprint  # noqa: E402
@@ -221,11 +221,10 @@ def test_tiny_musicgen_melody(real_id: str, channels: int) -> None:
     assert extractor["processor_class"] == "MusicgenMelodyProcessor"
 
     if importlib.util.find_spec("torchaudio") is None:
-        # transformers computes the chroma features with torchaudio; without it the loader says so.
-        with pytest.raises(MissingDependencyError, match="torchaudio"):
-            load_musicgen(real_id, tiny=True)
-        model = MusicgenMelodyForConditionalGeneration.from_pretrained(path).eval()
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        # transformers computes the chroma features with torchaudio; without it the loader returns the
+        # text tokenizer (tunekit computes the melody chroma itself).
+        model, tokenizer = load_musicgen(real_id, tiny=True)
+        assert isinstance(tokenizer, type(AutoTokenizer.from_pretrained(path)))
     else:
         model, processor = load_musicgen(real_id, tiny=True)
         assert type(processor).__name__ == "MusicgenMelodyProcessor"

@@ -34,9 +34,9 @@ def test_readme_links_exist(repo_root: Path):
 @pytest.mark.integration
 def test_make_demo_runs_end_to_end(repo_root: Path, tmp_path: Path):
     """`make demo` with the demo's outputs redirected into a temp dir (the venv already exists)."""
-    demo, out = tmp_path / "demo", tmp_path / "out"
+    demo, out, run = tmp_path / "demo", tmp_path / "out", tmp_path / "run"
     res = subprocess.run(
-        ["make", "demo", f"DEMO_DIR={demo}", f"DEMO_OUT={out}"],
+        ["make", "demo", f"DEMO_DIR={demo}", f"DEMO_OUT={out}", f"DEMO_RUN={run}", "DEMO_TRACKS=6"],
         cwd=repo_root,
         capture_output=True,
         text=True,
@@ -44,3 +44,8 @@ def test_make_demo_runs_end_to_end(repo_root: Path, tmp_path: Path):
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert (demo / "ground_truth.csv").is_file()
+    assert (out / "windows.parquet").is_file() and (out / "summary.json").is_file()
+    assert "caption (template):" in res.stdout
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    assert (run / "demo.wav").is_file()
+    assert (run / "eval" / "metrics.json").is_file() and (run / "eval" / "report.html").is_file()

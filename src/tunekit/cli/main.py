@@ -24,6 +24,7 @@ class Verb:
     schema: str
     runner: str
     example: str
+    shorthands: tuple[tuple[str, str], ...] = ()  # user key → config key, e.g. data= → data.path=
 
 
 VERBS: dict[str, Verb] = {
@@ -36,6 +37,48 @@ VERBS: dict[str, Verb] = {
             schema="tunekit.corpus.synth:SynthConfig",
             runner="tunekit.corpus.synth:run_synth",
             example="tunekit corpus synth out=data/demo seed=0",
+        ),
+        Verb(
+            name="prep",
+            summary="Turn a folder of licensed music into training data: licences, vocals removed, -14 LUFS, "
+            "30 s windows, tags, captions, EnCodec tokens.",
+            config="prep",
+            schema="tunekit.prep.config:PrepConfig",
+            runner="tunekit.prep.run:run_prep",
+            example="tunekit prep corpus=data/demo out=out/demo models=tiny",
+        ),
+        Verb(
+            name="train",
+            summary="Fine-tune MusicGen (LoRA or full) on a prepared dataset with Accelerate; resumes automatically.",
+            config="train",
+            schema="tunekit.train.config:TrainConfig",
+            runner="tunekit.train.run:run_train",
+            example="tunekit train recipe=lofi data=out/lofi out=runs/lofi",
+            shorthands=(("data", "data.path"),),
+        ),
+        Verb(
+            name="generate",
+            summary="Generate music from text with a fine-tuned run (base + adapter) or any MusicGen model.",
+            config="generate",
+            schema="tunekit.generate:GenerateConfig",
+            runner="tunekit.generate:run_generate",
+            example='tunekit generate run=runs/lofi prompt="a mellow lo-fi beat with warm piano" duration=20 out=x.wav',
+        ),
+        Verb(
+            name="export",
+            summary="Export a prepared dataset for other tools: audiocraft (data.jsonl + sidecars) or Hugging Face Parquet.",
+            config="export",
+            schema="tunekit.export.config:ExportConfig",
+            runner="tunekit.export.run:run_export",
+            example="tunekit export format=audiocraft data=out/demo out=exports/demo",
+        ),
+        Verb(
+            name="eval",
+            summary="Score music against reference audio: FAD and FAD∞ per embedding, CLAP score, HTML report.",
+            config="eval",
+            schema="tunekit.eval.config:EvalConfig",
+            runner="tunekit.eval.run:run_eval",
+            example="tunekit eval generated=samples/ reference=out/demo out=out/eval models=tiny",
         ),
     ]
 }
@@ -84,12 +127,15 @@ def _verb_help(verb: Verb) -> str:
         from tunekit.config.compose import compose_raw
 
         cfg = compose_raw(verb.config)
-        lines.append("keys (defaults from configs/%s.yaml):" % verb.config)
-        for key in cfg:
-            value = cfg[key]
-            from omegaconf import DictConfig
+        from omegaconf import DictConfig, OmegaConf
 
-            shown = "{...}" if isinstance(value, DictConfig) else repr(value) if not isinstance(value, str) else value
+        lines.append("keys (defaults from configs/%s.yaml; ??? = required):" % verb.config)
+        for key in cfg:
+            if OmegaConf.is_missing(cfg, key):
+                shown = "???"
+            else:
+                value = cfg[key]
+                shown = "{...}" if isinstance(value, DictConfig) else value if isinstance(value, str) else repr(value)
             doc = docs.get(str(key), "")
             lines.append(f"  {key}={shown}" + (f"    # {doc}" if doc else ""))
     except Exception as exc:  # help must never crash; show what is wrong instead
@@ -113,8 +159,17 @@ def _run_config(args: list[str]) -> int:
         print("usage: tunekit config VERB [key=value ...]\n\nexample:\n  tunekit config train recipe=lofi")
         return 2 if not args else 0
     verb = VERBS[name]
-    print(to_yaml(load_config(verb.config, rest, _load(verb.schema))), end="")
+    print(to_yaml(load_config(verb.config, _expand(verb, rest), _load(verb.schema))), end="")
     return 0
+
+
+def _expand(verb: Verb, overrides: list[str]) -> list[str]:
+    """Rewrite a verb's shorthand keys (`data=x` → `data.path=x`) in Hydra overrides."""
+    out = []
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        out.append(f"{dict(verb.shorthands).get(key, key)}{eq}{value}" if eq else item)
+    return out
 
 
 def _split_verb(args: list[str]) -> tuple[str | None, list[str]]:
@@ -162,7 +217,7 @@ def run(argv: list[str]) -> int:
         print_cfg = True
     from tunekit.config.compose import load_config, to_yaml
 
-    cfg = load_config(verb.config, rest, _load(verb.schema))
+    cfg = load_config(verb.config, _expand(verb, rest), _load(verb.schema))
     if print_cfg:
         print(to_yaml(cfg), end="")
         return 0

@@ -224,10 +224,18 @@ def field_docs(schema: type) -> dict[str, str]:
     except (OSError, TypeError):
         return docs
     names = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else set()
+    above: list[str] = []  # a comment block directly above a field documents it too
     for line in source.splitlines():
-        m = re.match(r"\s+(\w+)\s*:[^#]*#\s*(.+)$", line)
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            above.append(stripped.lstrip("#").strip())
+            continue
+        m = re.match(r"\s+(\w+)\s*:[^#]*?(?:#\s*(.+))?$", line)
         if m and m.group(1) in names:
-            docs[m.group(1)] = m.group(2).strip()
+            doc = m.group(2) or " ".join(above)
+            if doc:
+                docs[m.group(1)] = doc.strip()
+        above = []
     return docs
 
 

@@ -10,6 +10,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from tunekit.hashing import file_sha256_memo
 from tunekit.errors import ConfigError
 
 # Files that do not change what a model computes.
@@ -17,7 +18,6 @@ _IGNORED_NAMES = {"README.md", "LICENSE", "LICENSE.txt", "NOTICE", "USE_POLICY.m
 _IGNORED_SUFFIXES = {".md", ".lock", ".tmp", ".png", ".jpg"}
 
 # (resolved path, size, mtime_ns, inode) -> sha256 of the contents; saves re-reading large weights.
-_digest_cache: dict[tuple[str, int, int, int], str] = {}
 
 
 def model_fingerprint(path_or_id: str | os.PathLike[str]) -> str:
@@ -79,16 +79,7 @@ def file_digest(path: Path) -> str:
         target = path.resolve()
         if target.parent.name == "blobs":
             return target.name
-    resolved = path.resolve()
-    st = resolved.stat()
-    key = (str(resolved), st.st_size, st.st_mtime_ns, st.st_ino)
-    if key not in _digest_cache:
-        sha = hashlib.sha256()
-        with open(resolved, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                sha.update(block)
-        _digest_cache[key] = sha.hexdigest()
-    return _digest_cache[key]
+    return file_sha256_memo(path)
 
 
 def _hub_snapshot(model_id: str) -> Path:

@@ -8,11 +8,13 @@ processor files (T5 tokenizer + feature extractor), and loads with
 
 from __future__ import annotations
 
+import logging
+
 from pathlib import Path
 from typing import Any
 
 from tunekit.atomic import write_json
-from tunekit.errors import ConfigError, MissingDependencyError
+from tunekit.errors import ConfigError
 from tunekit.models.hub import loading
 from tunekit.models.registry import DEFAULTS, resolve
 
@@ -74,12 +76,15 @@ def load_musicgen(
         except ImportError as exc:
             if "torchaudio" not in str(exc):
                 raise
-            raise MissingDependencyError(
-                "torchaudio",
-                purpose=f"the processor of {name_or_path!r}: transformers computes MusicGen-melody's chroma "
-                "features with torchaudio (install the build that matches your torch), or use a text-only "
-                "MusicGen such as facebook/musicgen-small",
-            ) from exc
+            # transformers' melody processor computes chroma with torchaudio; tunekit computes the
+            # melody chroma itself (tunekit.data.chroma), so the text tokenizer is all it needs.
+            from transformers import AutoTokenizer
+
+            processor = AutoTokenizer.from_pretrained(path)
+            logging.getLogger(__name__).info(
+                "%s: torchaudio is not installed, so transformers' melody processor is unavailable; "
+                "using the text tokenizer and tunekit's own chroma features", name_or_path
+            )
         model = model_class.from_pretrained(path, dtype=torch_dtype)
     model.eval()
     if device is not None:

@@ -1,0 +1,1 @@
+"""Evaluation: Fréchet distance, FAD∞, embeddings (CLAP, EnCodec, VGGish), CLAP score, reports."""

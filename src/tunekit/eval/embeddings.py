@@ -1,0 +1,339 @@
+"""Audio embeddings for FAD: CLAP, EnCodec encoder latents and VGGish, each with its own rate and frames.
+
+Frame/window policy (also printed in the report):
+
+- **clap** (`laion/larger_clap_music`): mono mix resampled to 48 kHz (soxr); cut into non-overlapping
+  10 s windows; a final partial window is kept when it is at least half a window long (or is the
+  only one) and is repeat-padded by CLAP's own feature extractor; one 512-d L2-normalised audio
+  embedding per window. Windows are never longer than 10 s, so CLAP's random "fusion" crops never
+  apply and the embedding is deterministic.
+- **encodec** (`facebook/encodec_32khz`): mono mix (both channels for a stereo codec) resampled to
+  32 kHz; the continuous encoder output before quantisation, one 128-d frame per 20 ms (50 Hz);
+  clips are encoded in chunks of at most 30 s.
+- **vggish**: mono mix resampled to 16 kHz; 96×64 log-mel patches of 0.96 s without overlap (a final
+  partial patch is dropped); one 128-d embedding per patch from the last FC layer before its ReLU,
+  without PCA (as fadtk's `vggish`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tunekit.errors import ConfigError
+
+EMBEDDINGS = ("clap", "encodec", "vggish")
+POLICY_VERSION = 1  # bump when a window policy changes: cached statistics keyed on it are recomputed
+
+
+def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """(channels, samples) float32 audio resampled with soxr (HQ)."""
+    x = np.asarray(audio, dtype=np.float32)
+    x = x[None, :] if x.ndim == 1 else x
+    if rate == target:
+        return x
+    import soxr
+
+    return np.ascontiguousarray(soxr.resample(x.T, rate, target, quality="HQ").T, dtype=np.float32)
+
+
+def to_mono(audio: np.ndarray) -> np.ndarray:
+    """Mean of the channels of (channels, samples) audio; (samples,) passes through."""
+    x = np.asarray(audio, dtype=np.float32)
+    return x.mean(axis=0) if x.ndim == 2 else x
+
+
+def resolve_device(device: str) -> str:
+    """`auto` → cuda when available, else cpu."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class Embedder:
+    """An embedding model with its window policy: `windows()` cuts a clip, `embed_windows()` embeds a batch."""
+
+    name: str
+    model_id: str
+    sample_rate: int
+    dim: int
+    fingerprint: str
+    policy: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def windows(self, audio: np.ndarray, rate: int) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def embed_windows(self, windows: list[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def cache_key(self) -> str:
+        """What the reference statistics depend on: model weights, window policy and its parameters."""
+        blob = json.dumps(
+            {"name": self.name, "fingerprint": self.fingerprint, "policy": POLICY_VERSION, "params": self.params},
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "fingerprint": self.fingerprint,
+            "sample_rate": self.sample_rate,
+            "dim": self.dim,
+            "policy": self.policy,
+        }
+
+
+class ClapEmbedder(Embedder):
+    """CLAP audio (and text) embeddings via transformers' ClapModel and its feature extractor."""
+
+    def __init__(self, model: Any, processor: Any, model_id: str, fingerprint: str, device: str = "cpu") -> None:
+        fe = processor.feature_extractor
+        self.model, self.processor, self.device = model, processor, device
+        self.window = int(round(fe.max_length_s * fe.sampling_rate))
+        super().__init__(
+            name="clap",
+            model_id=model_id,
+            sample_rate=int(fe.sampling_rate),
+            dim=int(model.config.projection_dim),
+            fingerprint=fingerprint,
+            policy=(
+                f"mono, {fe.sampling_rate / 1000:g} kHz, non-overlapping {fe.max_length_s:g} s windows (final partial "
+                f"window kept when ≥ half a window, repeat-padded); one {model.config.projection_dim}-d normalised "
+                "embedding per window"
+            ),
+            params={"window": self.window, "rate": int(fe.sampling_rate), "truncation": fe.truncation},
+        )
+
+    def windows(self, audio: np.ndarray, rate: int) -> list[np.ndarray]:
+        x = to_mono(resample(audio, rate, self.sample_rate))
+        w = self.window
+        out = [x[i : i + w] for i in range(0, max(len(x), 1), w)]
+        if len(out) > 1 and len(out[-1]) < w // 2:
+            out = out[:-1]
+        return [o for o in out if len(o) > 0]
+
+    def embed_windows(self, windows: list[np.ndarray]) -> np.ndarray:
+        import torch
+
+        feats = self.processor.feature_extractor(
+            [np.asarray(w, dtype=np.float64) for w in windows], sampling_rate=self.sample_rate, return_tensors="pt"
+        )
+        # No window exceeds max_length, so none is "longer": undo the extractor's random pick of one.
+        is_longer = torch.zeros_like(feats["is_longer"], dtype=torch.bool)
+        with torch.inference_mode():
+            out = self.model.get_audio_features(
+                input_features=feats["input_features"].to(self.device, dtype=self._dtype()),
+                is_longer=is_longer.to(self.device),
+            )
+        return out.pooler_output.float().cpu().numpy()
+
+    def embed_texts(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """(n, dim) normalised text embeddings of the prompts."""
+        import torch
+
+        chunks = []
+        for i in range(0, len(texts), batch_size):
+            tok = self.processor.tokenizer(texts[i : i + batch_size], padding=True, truncation=True, return_tensors="pt")
+            with torch.inference_mode():
+                out = self.model.get_text_features(
+                    input_ids=tok["input_ids"].to(self.device), attention_mask=tok["attention_mask"].to(self.device)
+                )
+            chunks.append(out.pooler_output.float().cpu().numpy())
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), dtype=np.float32)
+
+    def _dtype(self) -> Any:
+        return next(self.model.parameters()).dtype
+
+
+class EncodecEmbedder(Embedder):
+    """Continuous EnCodec encoder frames (before the residual quantiser)."""
+
+    CHUNK_S = 30.0
+
+    def __init__(self, model: Any, model_id: str, fingerprint: str, device: str = "cpu") -> None:
+        cfg = model.config
+        self.model, self.device = model, device
+        self.channels = int(cfg.audio_channels)
+        self.normalize = bool(cfg.normalize)
+        super().__init__(
+            name="encodec",
+            model_id=model_id,
+            sample_rate=int(cfg.sampling_rate),
+            dim=int(cfg.hidden_size),
+            fingerprint=fingerprint,
+            policy=(
+                f"{'mono' if self.channels == 1 else 'stereo'}, {cfg.sampling_rate / 1000:g} kHz, continuous encoder "
+                f"output before quantisation: one {cfg.hidden_size}-d frame per {1000 / cfg.frame_rate:g} ms "
+                f"({cfg.frame_rate:g} Hz); clips encoded in chunks of at most {self.CHUNK_S:g} s"
+            ),
+            params={"rate": int(cfg.sampling_rate), "channels": self.channels, "chunk_s": self.CHUNK_S},
+        )
+
+    def windows(self, audio: np.ndarray, rate: int) -> list[np.ndarray]:
+        x = resample(audio, rate, self.sample_rate)
+        if self.channels == 1:
+            x = to_mono(x)[None, :]
+        elif x.shape[0] == 1:
+            x = np.repeat(x, self.channels, axis=0)
+        chunk = int(self.CHUNK_S * self.sample_rate)
+        return [x[:, i : i + chunk] for i in range(0, x.shape[1], chunk) if x.shape[1] - i > 0]
+
+    def embed_windows(self, windows: list[np.ndarray]) -> np.ndarray:
+        """Frames of each window, concatenated in order (windows of equal length run as one batch)."""
+        import torch
+
+        out: list[np.ndarray] = []
+        for group in _equal_length_runs(windows):
+            x = torch.from_numpy(np.stack(group)).to(self.device, dtype=next(self.model.parameters()).dtype)
+            with torch.inference_mode():
+                if self.normalize:
+                    scale = x.mean(dim=1, keepdim=True).pow(2).mean(dim=-1, keepdim=True).sqrt() + 1e-8
+                    x = x / scale
+                emb = self.model.encoder(x)  # (batch, dim, frames)
+            out += list(emb.transpose(1, 2).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.dim), dtype=np.float32)
+
+    def frames_per_window(self, windows: list[np.ndarray]) -> list[int]:
+        hop = int(np.prod(self.model.config.upsampling_ratios))
+        return [int(np.ceil(w.shape[-1] / hop)) for w in windows]
+
+
+class VggishEmbedder(Embedder):
+    """VGGish embeddings of 0.96 s log-mel patches."""
+
+    def __init__(self, model: Any, model_id: str, fingerprint: str, device: str = "cpu") -> None:
+        from tunekit.models import vggish
+
+        self.model, self.device = model, device
+        super().__init__(
+            name="vggish",
+            model_id=model_id,
+            sample_rate=vggish.SAMPLE_RATE,
+            dim=vggish.EMBEDDING_SIZE,
+            fingerprint=fingerprint,
+            policy=(
+                "mono, 16 kHz, 96×64 log-mel patches (25 ms window, 10 ms hop, 125–7500 Hz, log(mel + 0.01)) of "
+                "0.96 s without overlap; one 128-d embedding per patch (last FC layer before its ReLU, no PCA)"
+            ),
+            params={"layer": "fc-pre-relu", "pca": False},
+        )
+
+    def windows(self, audio: np.ndarray, rate: int) -> list[np.ndarray]:
+        from tunekit.models.vggish import waveform_to_examples
+
+        return list(waveform_to_examples(audio, rate))
+
+    def embed_windows(self, windows: list[np.ndarray]) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(np.stack(windows)).to(self.device)
+        with torch.inference_mode():
+            return self.model.embed(x, activation=False).float().cpu().numpy()
+
+
+def _equal_length_runs(windows: list[np.ndarray]) -> Iterator[list[np.ndarray]]:
+    run: list[np.ndarray] = []
+    for w in windows:
+        if run and w.shape != run[0].shape:
+            yield run
+            run = []
+        run.append(w)
+    if run:
+        yield run
+
+
+def embed_items(
+    embedders: list[Embedder],
+    clips: Iterable[tuple[str, np.ndarray, int]],
+    *,
+    batch_size: int = 16,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, dict[str, np.ndarray]]:
+    """{embedder name: {clip id: (frames, dim) float32}} for (id, audio, rate) clips, each clip read once.
+
+    Windows from several clips share a batch; frames are handed back to their own clip by id.
+    A clip too short for any window gets a (0, dim) array.
+    """
+    results: dict[str, dict[str, list[np.ndarray]]] = {e.name: {} for e in embedders}
+    pending: dict[str, list[tuple[str, np.ndarray]]] = {e.name: [] for e in embedders}
+
+    def flush(e: Embedder) -> None:
+        queue = pending[e.name]
+        if not queue:
+            return
+        wins = [w for _, w in queue]
+        emb = e.embed_windows(wins)
+        counts = e.frames_per_window(wins) if isinstance(e, EncodecEmbedder) else [1] * len(wins)
+        if sum(counts) != emb.shape[0]:
+            raise RuntimeError(f"{e.name}: {emb.shape[0]} frames for windows expecting {sum(counts)}")
+        pos = 0
+        for (cid, _), c in zip(queue, counts, strict=True):
+            results[e.name][cid].append(emb[pos : pos + c])
+            pos += c
+        queue.clear()
+
+    for n, (cid, audio, rate) in enumerate(clips, 1):
+        for e in embedders:
+            if cid in results[e.name]:
+                raise ConfigError(f"clip id {cid!r} appears twice in one set")
+            results[e.name][cid] = []
+            for w in e.windows(audio, rate):
+                pending[e.name].append((cid, w))
+                if len(pending[e.name]) >= batch_size:
+                    flush(e)
+        if progress:
+            progress(n)
+    for e in embedders:
+        flush(e)
+    return {
+        e.name: {
+            cid: (np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, e.dim), dtype=np.float32))
+            for cid, parts in results[e.name].items()
+        }
+        for e in embedders
+    }
+
+
+def load_embedder(
+    name: str,
+    *,
+    models: Any,
+    clap_model: str,
+    encodec_model: str,
+    vggish_model: str,
+    device: str = "cpu",
+) -> Embedder:
+    """Build the named embedder from the configured model ids (tiny stand-ins with `models.tiny`)."""
+    from tunekit.models.hashing import model_fingerprint
+    from tunekit.models.registry import resolve
+
+    tiny, cache_dir = bool(models.tiny), models.cache_dir
+    device = resolve_device(device)
+    if name == "clap":
+        from tunekit.models.clap import load_clap
+
+        model, processor = load_clap(clap_model, tiny=tiny, cache_dir=cache_dir, device=device)
+        fp = model_fingerprint(resolve(clap_model, tiny=tiny, cache_dir=cache_dir))
+        return ClapEmbedder(model, processor, clap_model, fp, device)
+    if name == "encodec":
+        from tunekit.models.encodec import load_encodec
+
+        model, _ = load_encodec(encodec_model, tiny=tiny, cache_dir=cache_dir, device=device)
+        fp = model_fingerprint(resolve(encodec_model, tiny=tiny, cache_dir=cache_dir))
+        return EncodecEmbedder(model, encodec_model, fp, device)
+    if name == "vggish":
+        from tunekit.models.vggish import load_vggish
+
+        model = load_vggish(vggish_model, tiny=tiny, cache_dir=cache_dir).to(device)
+        return VggishEmbedder(model, vggish_model, model.fingerprint, device)
+    raise ConfigError(f"unknown embedding {name!r}; use any of {list(EMBEDDINGS)}", key="embeddings")

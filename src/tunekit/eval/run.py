@@ -1,0 +1,277 @@
+"""`tunekit eval`: score generated audio against reference audio and write metrics.json + report.html.
+
+Standalone:  tunekit eval generated=samples/ reference=data/ref/ out=out/eval [prompts=prompts.csv]
+Run mode:    tunekit eval run=runs/lofi   (generates the held-out prompts with the base and the
+             fine-tuned model, then scores both; see `tunekit.eval.run_mode`)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunekit.errors import ConfigErrors
+from tunekit.eval.config import EvalConfig
+from tunekit.eval.score import (
+    FadSettings,
+    SetScores,
+    clap_fields,
+    floor_metrics,
+    log,
+    prompt_score,
+    score_set,
+    set_statistics,
+)
+from tunekit.eval.sets import AudioSet, attach_prompts, folder_set, load_prompts, load_set
+
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.html"
+
+
+def as_config(cfg: Any) -> EvalConfig:
+    """An EvalConfig from a composed DictConfig (or an EvalConfig as is)."""
+    if isinstance(cfg, EvalConfig):
+        return cfg
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EvalConfig), cfg))
+
+
+def versions() -> dict[str, str]:
+    """Versions of tunekit and the libraries that shape the numbers."""
+    out = {"python": platform.python_version()}
+    for pkg in ("tunekit", "torch", "transformers", "numpy", "scipy", "soxr", "soundfile"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            if pkg == "tunekit":
+                from tunekit import __version__
+
+                out[pkg] = __version__
+    return out
+
+
+def fad_settings(config: EvalConfig) -> FadSettings:
+    return FadSettings(
+        enabled=config.fad_inf,
+        steps=config.fad_inf_steps,
+        min_n=config.fad_inf_min_n,
+        draws=config.fad_inf_draws,
+        seed=config.seed,
+    )
+
+
+def evaluate(
+    config: EvalConfig,
+    sets: dict[str, AudioSet],
+    reference: AudioSet,
+    *,
+    codec: CodecSource | None = None,
+) -> tuple[dict[str, Any], list[SetScores]]:
+    """Score each set against the reference; returns the metrics.json dict and the per-set scores.
+
+    `codec` is the generator's own audio codec for the reconstruction floor (run mode); without it
+    the floor uses `config.encodec_model`.
+    """
+    from tunekit.eval.embeddings import ClapEmbedder, load_embedder
+    from tunekit.paths import cache_dir
+
+    def build(name: str) -> Any:
+        return load_embedder(
+            name,
+            models=config.models,
+            clap_model=config.clap_model,
+            encodec_model=config.encodec_model,
+            vggish_model=config.vggish_model,
+            device=config.device,
+        )
+
+    embedders = [build(name) for name in config.embeddings]
+    want_clap = config.clap_score and (reference.prompts() or any(s.prompts() for s in sets.values()))
+    clap = next((e for e in embedders if isinstance(e, ClapEmbedder)), None)
+    if want_clap and clap is None:
+        clap = build("clap")
+    all_embedders = embedders + ([clap] if clap is not None and clap not in embedders else [])
+    cache_root = cache_dir() if config.cache else None
+    settings = fad_settings(config)
+
+    ref_stats, cached = set_statistics(all_embedders, reference, batch_size=config.batch_size, cache_root=cache_root)
+    if cached:
+        log(f"reference statistics from the cache for {', '.join(cached)}")
+    scores = [
+        score_set(
+            name,
+            audio_set,
+            all_embedders,
+            list(config.embeddings),
+            ref_stats,
+            batch_size=config.batch_size,
+            fad_settings=settings,
+            n_outliers=config.outliers,
+            clap_embedder=clap if want_clap else None,
+        )
+        for name, audio_set in sets.items()
+    ]
+
+    ref_metrics: dict[str, Any] = {
+        "source": str(reference.root),
+        "kind": reference.kind,
+        "splits": list(reference.splits),
+        "n_clips": len(reference.items),
+        "content_hash": reference.content_hash(),
+        "cached": cached,
+    }
+    for e in embedders:
+        ref_metrics[e.name] = {"n": ref_stats[e.name].n, "dim": ref_stats[e.name].dim, "reconstruction": None}
+    ref_prompts = reference.prompts()
+    ref_score = None
+    if want_clap and clap is not None and ref_prompts:
+        ref_score = prompt_score(ref_stats[clap.name].clip_vectors(), ref_prompts, clap)
+    ref_metrics.update(clap_fields(ref_score))
+
+    if config.reconstruction_floor and embedders:
+        if codec is None:
+            codec = encodec_source(config, embedders)
+        floor = reconstruction_floor(config, embedders, reference, ref_stats, cache_root, settings, codec)
+        for name, entry in floor.items():
+            ref_metrics[name]["reconstruction"] = entry
+
+    metrics: dict[str, Any] = {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions(),
+        "seed": config.seed,
+        "embeddings": {e.name: e.describe() for e in all_embedders},
+        "fad_inf_settings": {"steps": settings.steps, "min_n": settings.min_n, "draws": settings.draws,
+                             "replace": False, "enabled": settings.enabled},
+        "models": {"clap": config.clap_model, "encodec": config.encodec_model, "vggish": config.vggish_model,
+                   "tiny": bool(config.models.tiny)},
+        "reference": ref_metrics,
+    }
+    for s in scores:
+        metrics[s.name] = s.metrics
+    if ref_score is not None:
+        ref_metrics["clap_score_unmatched"] = len(ref_score.unmatched)
+    return metrics, scores
+
+
+@dataclass
+class CodecSource:
+    """The codec behind the reconstruction floor: a content id for the cache key, and how to load it.
+
+    `load` runs only when the reconstructed reference is not cached.
+    """
+
+    id: str
+    load: Callable[[], Any]
+    stereo: bool = False  # a stereo generator codes each channel separately with a mono codec
+    codebooks: int | None = None  # codebooks per channel the generator uses (None: the codec's largest bandwidth)
+
+
+def encodec_source(config: EvalConfig, embedders: list[Any]) -> CodecSource:
+    """`config.encodec_model` as the floor's codec (the loaded EnCodec embedder's model when there is one)."""
+    from tunekit.eval.embeddings import EncodecEmbedder, resolve_device
+
+    loaded = next((e for e in embedders if isinstance(e, EncodecEmbedder)), None)
+    if loaded is not None:
+        return CodecSource(id=loaded.fingerprint, load=lambda: loaded.model)
+    from tunekit.models.encodec import load_encodec
+    from tunekit.models.hashing import model_fingerprint
+    from tunekit.models.registry import resolve
+
+    tiny, cdir = config.models.tiny, config.models.cache_dir
+    model, _ = load_encodec(config.encodec_model, tiny=tiny, cache_dir=cdir, device=resolve_device(config.device))
+    return CodecSource(id=model_fingerprint(resolve(config.encodec_model, tiny=tiny, cache_dir=cdir)), load=lambda: model)
+
+
+def reconstruction_floor(
+    config: EvalConfig,
+    embedders: list[Any],
+    reference: AudioSet,
+    ref_stats: dict[str, Any],
+    cache_root: Any,
+    settings: FadSettings,
+    codec: CodecSource,
+) -> dict[str, dict[str, Any]]:
+    """FAD of the reference after encode → decode through the codec, per embedding."""
+    from tunekit.eval.embeddings import resolve_device
+    from tunekit.eval.reconstruction import bandwidth_for, reconstruct
+
+    device = resolve_device(config.device)
+    variant = f"reconstruction:{codec.id}:{codec.codebooks}:{'stereo' if codec.stereo else 'mono'}"
+    state: dict[str, Any] = {}
+
+    def transform(audio: Any, rate: int) -> tuple[Any, int]:
+        if "codec" not in state:
+            state["codec"] = codec.load()
+            state["bandwidth"] = bandwidth_for(state["codec"], codec.codebooks)
+        return reconstruct(audio, rate, state["codec"], bandwidth=state["bandwidth"], stereo=codec.stereo, device=device)
+
+    recon, _ = set_statistics(embedders, reference, batch_size=config.batch_size, cache_root=cache_root,
+                              variant=variant, transform=transform, keep_frames=True)
+    floor = floor_metrics(recon, ref_stats, settings, [e.name for e in embedders])
+    for entry in floor.values():
+        entry["codec"] = codec.id
+        entry["codebooks"] = codec.codebooks
+    return floor
+
+
+def write_outputs(out: Path, metrics: dict[str, Any], html: str) -> None:
+    """metrics.json and report.html, written atomically."""
+    from tunekit.atomic import write_json, write_text
+    from tunekit.eval.report import finite_or_none
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / METRICS_FILE, finite_or_none(metrics))
+    write_text(out / REPORT_FILE, html)
+
+
+def run_standalone(config: EvalConfig) -> int:
+    """Score generated= against reference= into out=."""
+    from tunekit.eval.report import render_report
+
+    generated = folder_set(config.generated, name="generated", key="generated")
+    warnings: list[str] = []
+    if config.prompts:
+        generated, missing = attach_prompts(generated, load_prompts(config.prompts))
+        if len(missing) == len(generated.items):
+            raise ConfigErrors([
+                f"prompts={config.prompts}: no id matches a file in generated={config.generated} "
+                f"(file ids look like {generated.items[0].id!r}); ids are file paths relative to the folder, "
+                "without extension (key: prompts)"
+            ])
+        if missing:
+            warnings.append(f"{len(missing)} generated clips have no prompt and are left out of the CLAP score: {missing[:5]}")
+    reference = load_set(config.reference, name="reference", key="reference", splits=config.reference_splits)
+    metrics, scores = evaluate(config, {"generated": generated}, reference)
+    metrics["mode"] = "standalone"
+    metrics["generated"]["source"] = str(generated.root)
+    metrics["warnings"] = warnings
+    out = Path(config.out).expanduser()
+    html = render_report(metrics, scores, title="tunekit eval", embeddings=list(config.embeddings),
+                         n_clips=config.report_clips, reference=reference)
+    write_outputs(out, metrics, html)
+    if config.uses_wandb():
+        from tunekit.eval.wandb_log import log_eval
+
+        log_eval(metrics, scores, project=config.logger.project, entity=config.logger.entity,
+                 mode=config.logger.mode, run_name=f"eval-{out.name}", out_dir=out, embeddings=list(config.embeddings))
+    log(f"wrote {out / METRICS_FILE} and {out / REPORT_FILE}")
+    return 0
+
+
+def run_eval(cfg: Any) -> int:
+    """Entry point of `tunekit eval`: validates the config, then runs run mode or standalone mode."""
+    config = as_config(cfg)
+    problems = EvalConfig.problems(config)
+    if problems:
+        raise ConfigErrors(problems)
+    if config.run:
+        from tunekit.eval.run_mode import run_on_training_run
+
+        return run_on_training_run(config)
+    return run_standalone(config)

@@ -1,0 +1,268 @@
+"""`tunekit eval run=<run dir>`: base vs fine-tuned on the run's held-out data.
+
+1. Read `<run>/config.yaml` (written by `tunekit train`): the dataset (`data.path`), the base model
+   (`model.name`, `models.tiny`) and the W&B project (`logger.project`: the evaluation is logged there,
+   grouped with the run; the eval config's own `logger.project` applies when the run has none).
+2. Prompts: the captions of the dataset's held-out windows (`reference_splits`, default `test`: tracks
+   neither trained on nor used for validation), evenly spread when `n_samples` limits them. Each
+   generated clip is named after the window whose caption prompted it.
+3. Generate every prompt with the base model and with the fine-tuned one (`tunekit.generate`: the
+   run's LoRA adapter merged into its base, or its full model): same prompts, same seeds, same
+   decoding settings. Audio goes to `<run>/eval/audio/{base,finetuned}/` and is reused when the
+   settings and models are unchanged.
+4. Score both against all held-out windows (the reference), with the reconstruction floor from the
+   generator's own codec, and write `<run>/eval/metrics.json`, `report.html` and a W&B run.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from tunekit.errors import ConfigError
+from tunekit.eval.config import EvalConfig
+from tunekit.eval.score import log
+from tunekit.eval.sets import AudioItem, AudioSet, load_set
+
+SETS = ("base", "finetuned")
+
+
+def read_run_config(run: Path) -> Any:
+    """The training run's resolved config (`<run>/config.yaml`)."""
+    from omegaconf import OmegaConf
+
+    path = run / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"run={run} is not a tunekit run folder: no config.yaml (run `tunekit train` first)", key="run")
+    return OmegaConf.load(path)
+
+
+def dataset_path(run: Path, train_cfg: Any, override: str | None) -> Path:
+    """The prep output the run trained on (`reference=` overrides it); relative paths are tried from the
+    working directory, then from the run folder's parent."""
+    if override:
+        return Path(override).expanduser()
+    raw = train_cfg.get("data", {}).get("path")
+    if not raw:
+        raise ConfigError(f"{run}/config.yaml has no data.path; pass reference=<prep output>", key="reference")
+    path = Path(str(raw)).expanduser()
+    for candidate in (path, run.parent / path, run / path):
+        if (candidate / "windows.parquet").is_file():
+            return candidate
+    raise ConfigError(
+        f"the run's dataset {raw} (data.path in {run}/config.yaml) is not found; pass reference=<prep output>",
+        key="reference",
+    )
+
+
+def choose_prompts(reference: AudioSet, n: int) -> list[AudioItem]:
+    """Held-out windows with a caption; `n` > 0 keeps n of them evenly spread over the (id-sorted) list."""
+    captioned = [i for i in reference.items if i.prompt]
+    if not captioned:
+        raise ConfigError(
+            f"no held-out window of {reference.root} has a caption (splits {list(reference.splits)}); "
+            "run `tunekit prep` with the captions stage",
+            key="reference_splits",
+        )
+    if n <= 0 or n >= len(captioned):
+        return captioned
+    step = len(captioned) / n
+    return [captioned[int(k * step)] for k in range(n)]
+
+
+def generate_set(
+    which: str,
+    load: Any,
+    prompts: list[AudioItem],
+    folder: Path,
+    config: EvalConfig,
+    device: Any,
+    identity: dict[str, Any],
+) -> tuple[AudioSet, dict[str, Any]]:
+    """Generate one clip per prompt into `folder` (reused when `identity` and the settings match)."""
+    import numpy as np
+
+    from tunekit.atomic import write_json
+    from tunekit.audio.io import write_audio
+
+    settings = {
+        "prompts": {p.id: p.prompt for p in prompts},
+        "seed": config.seed,
+        "batch_size": config.batch_size,
+        "duration": config.duration,
+        "guidance": config.guidance_scale,
+        "top_k": config.top_k,
+        "temperature": config.temperature,
+        **identity,
+    }
+    manifest = folder / "generation.json"
+    paths = {p.id: folder / f"{p.id}.wav" for p in prompts}
+    info: dict[str, Any] | None = None
+    if manifest.is_file() and all(path.is_file() for path in paths.values()):
+        saved = json.loads(manifest.read_text())
+        if saved.get("settings") == json.loads(json.dumps(settings)):
+            log(f"{which}: reusing {len(prompts)} clips in {folder}")
+            info = saved
+    if info is None:
+        from tunekit.generate import generate_audio
+
+        model, processor, what = load()
+        model.eval()
+        tokenizer = getattr(processor, "tokenizer", processor)
+        log(f"{which}: generating {len(prompts)} clips of {config.duration:g} s with {what}")
+        seeds: dict[str, int] = {}
+        for first in range(0, len(prompts), config.batch_size):
+            batch = prompts[first : first + config.batch_size]
+            seed = config.seed + first
+            audio, rate = generate_audio(
+                model, tokenizer, model.audio_encoder, [p.prompt for p in batch], config.duration, seed=seed,
+                guidance=config.guidance_scale, top_k=config.top_k, top_p=0.0, temperature=config.temperature,
+            )
+            for item, clip in zip(batch, audio, strict=True):
+                peak = float(np.max(np.abs(clip))) if clip.size else 0.0
+                write_audio(paths[item.id], clip / peak * 0.99 if peak > 0.99 else clip, rate, subtype="FLOAT")
+                seeds[item.id] = seed
+        info = {"settings": settings, "model": what, "seeds": seeds, "rate": rate}
+        write_json(manifest, info)
+        del model
+        gc.collect()
+    items = [AudioItem(id=p.id, path=paths[p.id], prompt=p.prompt) for p in prompts]
+    return AudioSet(name=which, root=folder, kind="folder", items=items), info
+
+
+def generator_codec(base_path: str, loaded: dict[str, Any], load_base: Any) -> Any:
+    """The base generator's own codec (`model.audio_encoder`) for the reconstruction floor, loaded only if needed.
+
+    Its cache id is the base checkpoint's fingerprint; stereo and codebooks come from its config.
+    """
+    from transformers import AutoConfig
+
+    from tunekit.eval.run import CodecSource
+    from tunekit.models.hashing import model_fingerprint
+
+    decoder = AutoConfig.from_pretrained(base_path).decoder
+    stereo = int(getattr(decoder, "audio_channels", 1)) == 2
+    codebooks = int(decoder.num_codebooks) // (2 if stereo else 1)
+
+    def load() -> Any:
+        if "module" not in loaded:
+            load_base()
+        return loaded["module"]
+
+    return CodecSource(id=f"musicgen:{model_fingerprint(base_path)}", load=load, stereo=stereo, codebooks=codebooks)
+
+
+def _generation_config(run: Path | None, model: str | None, train_cfg: Any) -> Any:
+    from tunekit.generate import GenerateConfig
+    from tunekit.models.config import ModelsConfig
+
+    models = train_cfg.get("models", {}) or {}
+    return GenerateConfig(
+        run=str(run) if run else None,
+        model=model,
+        prompt="",
+        models=ModelsConfig(tiny=bool(models.get("tiny", False)), cache_dir=models.get("cache_dir")),
+    )
+
+
+def _training_records(run: Path) -> list[dict[str, Any]]:
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def run_on_training_run(config: EvalConfig) -> int:
+    """Generate with base and fine-tuned, score both, write <run>/eval/{metrics.json, report.html} and W&B."""
+    import torch
+
+    from tunekit.eval.embeddings import resolve_device
+    from tunekit.eval.report import render_report
+    from tunekit.eval.run import METRICS_FILE, REPORT_FILE, evaluate, write_outputs
+    from tunekit.generate import load_for_generation
+
+    run = Path(config.run).expanduser()
+    train_cfg = read_run_config(run)
+    base_name = str(train_cfg.model.name)
+    reference = load_set(dataset_path(run, train_cfg, config.reference), name="reference", key="reference",
+                         splits=config.reference_splits)
+    prompts = choose_prompts(reference, config.n_samples)
+    out = Path(config.out).expanduser() if config.out else run / "eval"
+    device = torch.device(resolve_device(config.device))
+
+    codec: dict[str, Any] = {}
+
+    def load_base() -> tuple[Any, Any, str]:
+        model, processor, what = load_for_generation(_generation_config(None, base_name, train_cfg), device)
+        codec["module"] = model.audio_encoder
+        return model, processor, what
+
+    def load_finetuned() -> tuple[Any, Any, str]:
+        return load_for_generation(_generation_config(run, None, train_cfg), device)
+
+    finetuned_files = sorted(p for p in (run / "adapter").glob("*") if p.is_file()) + sorted(
+        p for p in (run / "model").glob("*.safetensors") if p.is_file()
+    )
+    if not finetuned_files:
+        raise ConfigError(
+            f"run={run} has no adapter/ or model/ yet: the run has not finished; resume it with the same "
+            "`tunekit train` command, or wait for it to end",
+            key="run",
+        )
+    from tunekit.models.hashing import model_fingerprint
+    from tunekit.models.registry import resolve
+
+    models_cfg = train_cfg.get("models", {}) or {}
+    base_path = resolve(base_name, tiny=bool(models_cfg.get("tiny", False)), cache_dir=models_cfg.get("cache_dir"))
+    identities = {
+        "base": {"model": base_name, "tiny": bool(models_cfg.get("tiny", False))},
+        "finetuned": {"run": str(run.resolve()),
+                      "weights": hashlib.sha256("".join(model_fingerprint(p) for p in finetuned_files).encode()).hexdigest()},
+    }
+    generated: dict[str, AudioSet] = {}
+    infos: dict[str, Any] = {}
+    for which, load in (("base", load_base), ("finetuned", load_finetuned)):
+        generated[which], infos[which] = generate_set(
+            which, load, prompts, out / "audio" / which, config, device, identities[which]
+        )
+    metrics, scores = evaluate(config, generated, reference, codec=generator_codec(base_path, codec, load_base))
+    metrics["mode"] = "run"
+    metrics["run"] = str(run)
+    metrics["models"].update({
+        "generator_base": base_name,
+        "generator_base_path": str(base_path),
+        "generator_finetuned": infos["finetuned"].get("model"),
+        "generator_tiny": bool(models_cfg.get("tiny", False)),
+    })
+    metrics["generation"] = {
+        "duration": config.duration, "guidance": config.guidance_scale, "top_k": config.top_k,
+        "temperature": config.temperature, "batch_size": config.batch_size,
+        "seeds": infos["base"].get("seeds", {}), "n_prompts": len(prompts),
+        "prompt_source": f"captions of the held-out windows in splits {list(config.reference_splits)}",
+    }
+    metrics["warnings"] = []
+    if infos["base"].get("seeds") != infos["finetuned"].get("seeds"):
+        metrics["warnings"].append("base and fine-tuned clips were generated with different seeds")
+    html = render_report(metrics, scores, title=f"tunekit eval: {run.name} (base vs fine-tuned)",
+                         embeddings=list(config.embeddings), n_clips=config.report_clips, reference=reference,
+                         training=_training_records(run))
+    write_outputs(out, metrics, html)
+    if config.uses_wandb():
+        from tunekit.eval.wandb_log import log_eval
+
+        run_logger = train_cfg.get("logger", {}) or {}
+        project = run_logger.get("project") or config.logger.project
+        entity = run_logger.get("entity") if run_logger.get("project") else config.logger.entity
+        log_eval(metrics, scores, project=str(project), entity=entity, mode=config.logger.mode, group=run.name,
+                 run_name=f"{run.name}-eval", out_dir=out, embeddings=list(config.embeddings))
+    log(f"wrote {out / METRICS_FILE} and {out / REPORT_FILE}")
+    return 0

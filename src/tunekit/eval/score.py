@@ -1,0 +1,201 @@
+"""Score audio sets against a reference: FAD and FAD∞ per embedding, per-clip outliers, CLAP scores, the
+reconstruction floor. Shared by both modes of `tunekit eval`; knows nothing of runs or generation.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tunekit.errors import TunekitError
+from tunekit.eval import stats_cache
+from tunekit.eval.clap_score import ClapScore, clap_score, clip_vectors
+from tunekit.eval.embeddings import ClapEmbedder, Embedder, embed_items
+from tunekit.eval.fad import fad, fad_inf, per_item_distances, rank_warning, subset_sizes, top_outliers
+from tunekit.eval.frechet import FrechetReference
+from tunekit.eval.sets import AudioSet
+from tunekit.eval.stats_cache import SetStats
+
+Transform = Callable[[np.ndarray, int], tuple[np.ndarray, int]]
+
+
+def log(message: str) -> None:
+    """One progress line on stderr."""
+    print(f"tunekit eval: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class FadSettings:
+    """How FAD∞ is fitted."""
+
+    enabled: bool = True
+    steps: int = 10
+    min_n: int = 0
+    draws: int = 3
+    seed: int = 0
+
+
+@dataclass
+class SetScores:
+    """Scores of one evaluated set: `metrics` goes to metrics.json; the rest feeds the report."""
+
+    name: str
+    audio_set: AudioSet
+    metrics: dict[str, Any]
+    distances: dict[str, dict[str, float]] = field(default_factory=dict)  # embedding → clip id → Fréchet distance
+    clap: ClapScore | None = None
+
+
+def clips(audio_set: AudioSet, transform: Transform | None = None) -> Iterator[tuple[str, np.ndarray, int]]:
+    """(id, audio, rate) for each clip of a set, optionally passed through `transform`."""
+    for item in audio_set.items:
+        audio, rate = item.load()
+        if transform is not None:
+            audio, rate = transform(audio, rate)
+        yield item.id, audio, rate
+
+
+def set_statistics(
+    embedders: list[Embedder],
+    audio_set: AudioSet,
+    *,
+    batch_size: int,
+    cache_root: Any | None,
+    variant: str = "",
+    transform: Transform | None = None,
+    keep_frames: bool = False,
+) -> tuple[dict[str, SetStats], list[str]]:
+    """Statistics of `audio_set` per embedder, from the cache where present; returns them and the cached names.
+
+    `variant` distinguishes derived sets (e.g. the codec-reconstructed reference) in the cache key.
+    """
+    out: dict[str, SetStats] = {}
+    cached: list[str] = []
+    todo: list[tuple[Embedder, Any]] = []
+    for e in embedders:
+        path = None
+        if cache_root is not None:
+            path = stats_cache.cache_path(cache_root, e.name, e.cache_key(), audio_set.content_hash(), variant)
+            hit = stats_cache.load(path)
+            if hit is not None and (not keep_frames or hit.frames is not None):
+                out[e.name] = hit
+                cached.append(e.name)
+                continue
+        todo.append((e, path))
+    if todo:
+        what = f"{audio_set.name}{' (' + variant + ')' if variant else ''}"
+        log(f"embedding {what}: {len(audio_set.items)} clips with {', '.join(e.name for e, _ in todo)}")
+        frames = embed_items([e for e, _ in todo], clips(audio_set, transform), batch_size=batch_size)
+        for e, path in todo:
+            empty = [cid for cid, f in frames[e.name].items() if len(f) == 0]
+            if sum(len(f) for f in frames[e.name].values()) < 2:
+                raise TunekitError(
+                    f"{what}: fewer than 2 {e.name} frames from {len(frames[e.name])} clips ({len(empty)} too short "
+                    f"for any window; {e.policy}): use longer clips, or drop {e.name} from `embeddings`"
+                )
+            s = stats_cache.from_frames(frames[e.name], keep_frames=keep_frames)
+            if path is not None:
+                stats_cache.save(path, s)
+            out[e.name] = s
+    return out, cached
+
+
+def score_set(
+    name: str,
+    audio_set: AudioSet,
+    embedders: list[Embedder],
+    fad_names: list[str],
+    reference: dict[str, SetStats],
+    *,
+    batch_size: int,
+    fad_settings: FadSettings,
+    n_outliers: int,
+    clap_embedder: ClapEmbedder | None,
+) -> SetScores:
+    """FAD (+ FAD∞), per-clip distances and outliers per embedding, and the CLAP score against the prompts."""
+    log(f"embedding {name}: {len(audio_set.items)} clips with {', '.join(e.name for e in embedders)}")
+    frames = embed_items(embedders, clips(audio_set), batch_size=batch_size)
+    metrics: dict[str, Any] = {"n_clips": len(audio_set.items)}
+    distances: dict[str, dict[str, float]] = {}
+    for e in embedders:
+        if e.name not in fad_names:
+            continue
+        ref = reference[e.name]
+        ref_gauss = FrechetReference(ref.mu, ref.sigma)
+        per_clip = frames[e.name]
+        stacked = np.concatenate([per_clip[i] for i in sorted(per_clip)])
+        short = sorted(cid for cid, f in per_clip.items() if len(f) == 0)
+        if stacked.shape[0] < 2:
+            raise TunekitError(
+                f"{name}: {stacked.shape[0]} {e.name} frames from {len(per_clip)} clips; FAD needs at least 2 "
+                f"({e.policy}): use longer clips, or drop {e.name} from `embeddings`"
+            )
+        result = fad(
+            stacked,
+            ref_gauss,
+            reference_n=ref.n,
+            what=name,
+            with_inf=fad_settings.enabled,
+            steps=fad_settings.steps,
+            min_n=fad_settings.min_n,
+            draws=fad_settings.draws,
+            seed=fad_settings.seed,
+        )
+        entry = result.to_dict()
+        if short:
+            entry["warnings"].append(f"{name}: {len(short)} clips too short for a {e.name} window: {short[:5]}")
+        distances[e.name] = per_item_distances(per_clip, ref_gauss)
+        entry["outliers"] = [{"id": cid, "distance": d} for cid, d in top_outliers(distances[e.name], n_outliers)]
+        metrics[e.name] = entry
+    score = None
+    prompts = audio_set.prompts()
+    if clap_embedder is not None and prompts:
+        score = prompt_score(clip_vectors(frames[clap_embedder.name]), prompts, clap_embedder)
+    metrics.update(clap_fields(score))
+    return SetScores(name=name, audio_set=audio_set, metrics=metrics, distances=distances, clap=score)
+
+
+def prompt_score(audio_vectors: dict[str, np.ndarray], prompts: dict[str, str], clap: ClapEmbedder) -> ClapScore:
+    """CLAP score of clip vectors against their own prompts, matched by clip id."""
+    ids = sorted(set(audio_vectors) & set(prompts))
+    if not ids:
+        raise ValueError("no clip has both audio and a prompt: prompt ids must match clip ids")
+    text = clap.embed_texts([prompts[i] for i in ids])
+    score = clap_score({i: audio_vectors[i] for i in ids}, dict(zip(ids, text, strict=True)))
+    score.unmatched = sorted(set(audio_vectors) - set(prompts))
+    return score
+
+
+def clap_fields(score: ClapScore | None) -> dict[str, Any]:
+    """The CLAP score as flat metrics.json fields."""
+    if score is None:
+        return {"clap_score": None, "clap_score_std": None, "clap_score_n": 0}
+    return {"clap_score": score.mean, "clap_score_std": score.std, "clap_score_n": score.n}
+
+
+def floor_metrics(
+    recon: dict[str, SetStats], reference: dict[str, SetStats], fad_settings: FadSettings, fad_names: list[str]
+) -> dict[str, dict[str, Any]]:
+    """FAD (+ FAD∞) of the codec-reconstructed reference against the reference, per embedding."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in fad_names:
+        if name not in recon or recon[name].frames is None:
+            continue
+        ref = reference[name]
+        gauss = FrechetReference(ref.mu, ref.sigma)
+        frames = recon[name].frames
+        entry: dict[str, Any] = {"fad": gauss.distance(recon[name].mu, recon[name].sigma), "n": int(frames.shape[0])}
+        sizes = subset_sizes(frames.shape[0], steps=fad_settings.steps, min_n=fad_settings.min_n)
+        entry["fad_inf"] = (
+            fad_inf(frames, gauss, sizes=sizes, draws=fad_settings.draws, seed=fad_settings.seed).to_dict()
+            if fad_settings.enabled and len(sizes) >= 2
+            else None
+        )
+        warning = rank_warning(frames.shape[0], frames.shape[1], "reconstructed reference")
+        entry["warnings"] = [warning] if warning else []
+        out[name] = entry
+    return out

@@ -1,0 +1,184 @@
+"""Executors run a picklable task function over a list of items and yield (index, result) as they finish.
+
+They know nothing about stages: the engine hands them `tunekit.prep.engine.execute_task` and task
+objects. `SerialExecutor` runs in the calling process (workers=1); `LocalExecutor` uses a process
+pool (forkserver where available, else spawn: no state inherited from the parent) with chunked
+submission. A worker that dies (a decoder crashing on a corrupt file) does not stop the run: the
+tasks that were in flight are retried one at a time, and the one that kills its worker again is
+reported as a `WorkerCrash` result.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class WorkerCrash:
+    """The result for an item whose worker process died while running it."""
+
+    message: str  # what happened, for the failed row's detail
+
+
+def default_workers() -> int:
+    """One worker per CPU core available to this process."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+class SerialExecutor:
+    """Runs every item in the calling process, in order."""
+
+    workers = 1
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def imap_unordered(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+        """Yield (index, fn(item)) for each item."""
+        for i, item in enumerate(items):
+            yield i, fn(item)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __enter__(self) -> SerialExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _noop() -> None:
+    return None
+
+
+def _run_chunk(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    return [fn(item) for item in items]
+
+
+class LocalExecutor:
+    """A process pool of `workers` processes; the pool starts on first use and lives until `close`."""
+
+    def __init__(
+        self, workers: int, max_chunk: int = 8, start_method: str | None = None, preload: Sequence[str] = ()
+    ) -> None:
+        self.workers = max(1, workers)
+        self.max_chunk = max(1, max_chunk)
+        self.preload = list(preload)
+        self._set_env: dict[str, str] = {}
+        methods = multiprocessing.get_all_start_methods()
+        self.start_method = start_method or ("forkserver" if "forkserver" in methods else "spawn")
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _ensure_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # One BLAS/OpenMP thread per worker: the parallelism is the processes; N workers each
+            # running N threads only fight over the cores. An explicit user setting is kept.
+            for var in _THREAD_VARS:
+                if var not in os.environ:
+                    self._set_env[var] = "1"
+                    os.environ[var] = "1"
+            ctx = multiprocessing.get_context(self.start_method)
+            if self.start_method == "forkserver":
+                # Modules imported once by the fork server, so each worker starts with them loaded.
+                ctx.set_forkserver_preload(["tunekit.prep.engine", *self.preload])
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+        return self._pool
+
+    def _reset_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def start(self) -> None:
+        """Start every worker now (so the start-up cost is not charged to the first stage)."""
+        pool = self._ensure_pool()
+        for fut in [pool.submit(_noop) for _ in range(self.workers)]:
+            fut.result()
+
+    def chunk_size(self, n: int) -> int:
+        """Items per submitted chunk: about four chunks per worker, at most `max_chunk`."""
+        return max(1, min(self.max_chunk, math.ceil(n / (self.workers * 4))))
+
+    def imap_unordered(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+        """Yield (index, fn(item)) as chunks complete; a crashed worker's items are retried alone."""
+        if not items:
+            return
+        size = self.chunk_size(len(items))
+        chunks = [list(range(i, min(i + size, len(items)))) for i in range(0, len(items), size)]
+        suspects: list[int] = []
+        pool = self._ensure_pool()
+        # Keep at most 2 chunks per worker in flight so a broken pool loses little work.
+        queue = list(reversed(chunks))
+        running: dict[Future[list[Any]], list[int]] = {}
+        while queue or running:
+            while queue and len(running) < self.workers * 2:
+                idx = queue.pop()
+                running[pool.submit(_run_chunk, fn, [items[i] for i in idx])] = idx
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            broken = False
+            for fut in done:
+                idx = running.pop(fut)
+                try:
+                    results = fut.result()
+                except BrokenProcessPool:
+                    suspects += idx
+                    broken = True
+                    continue
+                yield from zip(idx, results)
+            if broken:
+                for fut, idx in running.items():
+                    if fut.done() and not fut.cancelled() and fut.exception() is None:
+                        yield from zip(idx, fut.result())
+                    else:
+                        suspects += idx
+                running.clear()
+                self._reset_pool()
+                pool = self._ensure_pool()
+        for i in sorted(suspects):
+            pool = self._ensure_pool()
+            fut = pool.submit(_run_chunk, fn, [items[i]])
+            try:
+                yield i, fut.result()[0]
+            except BrokenProcessPool:
+                self._reset_pool()
+                yield (
+                    i,
+                    WorkerCrash("the worker process died while running this item (a decoder crash or out of memory)"),
+                )
+
+    def close(self) -> None:
+        """Shut the pool down and restore the thread settings of the environment."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        for var in self._set_env:
+            os.environ.pop(var, None)
+        self._set_env.clear()
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def make_executor(workers: int, preload: Sequence[str] = ()) -> SerialExecutor | LocalExecutor:
+    """SerialExecutor for one worker, LocalExecutor otherwise (0 means one per core).
+
+    `preload`: modules the workers import before their first task (forkserver only).
+    """
+    n = default_workers() if workers == 0 else workers
+    return SerialExecutor() if n <= 1 else LocalExecutor(n, preload=preload)

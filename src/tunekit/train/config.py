@@ -1,0 +1,179 @@
+"""Schema of `tunekit train` (configs/train.yaml + configs/method/, configs/logger/, recipes/)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from tunekit.models.config import ModelsConfig
+
+METHODS = ("lora", "full")
+LORA_TARGETS = ("attention", "attention_ffn", "all")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass
+class ModelConfig:
+    """The model to fine-tune."""
+
+    name: str = "facebook/musicgen-small"  # MusicGen hub id or folder: musicgen-small/-medium/-large/-melody/-stereo-*
+    gradient_checkpointing: bool = False  # recompute decoder activations in backward: far less memory, ~30% slower
+    attn_implementation: str | None = None  # sdpa | eager | flash_attention_2; null: transformers' default (sdpa)
+    dropout: float | None = None  # decoder dropout (hidden, attention, activation); null: the checkpoint's (0.1)
+
+
+@dataclass
+class MethodConfig:
+    """How the weights are trained: LoRA adapters (peft) or all decoder weights."""
+
+    name: str = "lora"  # lora | full
+    r: int = 16  # LoRA rank
+    alpha: float = 16.0  # LoRA alpha; the update is scaled by alpha / r
+    dropout: float = 0.05  # dropout on the LoRA branch input
+    targets: str = "attention_ffn"  # attention (q/k/v/out) | attention_ffn (+fc1/fc2) | all (+heads, embeddings, proj)
+
+
+@dataclass
+class DataConfig:
+    """The prepared dataset and how training examples are cut from it."""
+
+    path: str = MISSING  # output folder of `tunekit prep` (windows.parquet, tracks.parquet, tokens/)
+    pipeline: str | None = None  # prep pipeline this run expects (checked against <path>/summary.json); null: any
+    crop_seconds: float = 30.0  # training crop; longer windows are cropped at random, shorter ones padded and masked
+    min_seconds: float = 1.0  # windows with fewer seconds of tokens are not trained on
+    train_split: str = "train"  # split name (from prep's per-track `split` column) used for training
+    valid_split: str = "valid"  # split name used for validation loss and evaluation prompts
+    caption_variants: bool = True  # sample one of each window's caption variants per step (false: always variant 0)
+    max_text_tokens: int = 256  # captions are truncated to this many text-encoder tokens
+    num_workers: int = 0  # DataLoader worker processes (0: load in the training process)
+
+
+@dataclass
+class TrainerConfig:
+    """Optimisation, precision, schedule, evaluation and checkpoint cadence."""
+
+    max_steps: int = 1000  # optimiser steps
+    batch_size: int = 2  # windows per micro-batch per device
+    grad_accum: int = 8  # micro-batches per optimiser step; global batch = batch_size x grad_accum x devices
+    lr: float = 2.0e-4  # peak learning rate (the method group sets a default: LoRA 2e-4, full 1e-5)
+    min_lr_ratio: float = 0.1  # the cosine schedule decays to lr x min_lr_ratio
+    schedule: str = "cosine"  # cosine | constant (both after linear warmup)
+    warmup: float = 0.03  # warmup: a fraction of max_steps when < 1, else a number of steps
+    weight_decay: float = 0.1  # AdamW weight decay (not applied to biases, norms and embeddings)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # AdamW betas (audiocraft's)
+    grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
+    precision: str = "auto"  # auto (bf16 on GPUs that support it, else fp32) | fp32 | bf16 | fp16 (with a loss scaler)
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda | mps; `accelerate launch` decides for multi-GPU
+    cond_dropout: float = 0.3  # per-sample probability of training on the empty condition (what CFG contrasts with)
+    melody_dropout: float = 0.2  # melody models: per-sample probability of dropping only the melody condition
+    ema_decay: float = 0.0  # exponential moving average of the trained weights (0: off; audiocraft 0.99)
+    ema_every: int = 10  # steps between EMA updates
+    log_every: int = 10  # steps between console/logger lines (metrics.jsonl gets every step)
+    eval_every: int = 200  # steps between validation loss + samples (0: never)
+    eval_windows: int = 64  # held-out windows in each validation loss
+    save_every: int = 200  # steps between checkpoints (a final one is always written)
+    keep_last: int = 2  # checkpoints kept (older ones are deleted)
+    max_bad_steps: int = 10  # consecutive non-finite steps that stop the run
+    seed: int = 0  # seeds python, numpy, torch, the data order, crops, captions and condition dropout
+
+
+@dataclass
+class EvalConfig:
+    """Fixed evaluation prompts, generated with fixed seeds at every evaluation."""
+
+    prompts: list[str] = field(default_factory=list)  # prompts to sample; empty: the first captions of held-out windows
+    n_prompts: int = 4  # how many held-out captions to use when `prompts` is empty (0: no samples)
+    seconds: float = 8.0  # length of each sample
+    guidance: float = 3.0  # classifier-free guidance scale
+    top_k: int = 250  # top-k sampling
+    temperature: float = 1.0  # sampling temperature
+
+
+@dataclass
+class ExportConfig:
+    """What the finished run leaves behind besides the adapter / model."""
+
+    merge: bool = False  # LoRA: also write the adapter merged into the base model (transformers format) to <out>/merged
+    use_ema: bool = True  # when EMA is on, export the EMA weights
+
+
+@dataclass
+class LoggerConfig:
+    """Where metrics go besides <out>/metrics.jsonl (always written)."""
+
+    _target_: str = "tunekit.train.loggers.WandbLogger"  # logger class: WandbLogger | CSVLogger | NoLogger
+    project: str = "tunekit"  # W&B project
+    entity: str | None = None  # W&B entity (team); null: your default
+    mode: str = "auto"  # W&B mode: auto (online when logged in, else offline) | online | offline
+    log_audio: bool = True  # upload evaluation samples as audio
+
+
+@dataclass
+class TrainConfig:
+    """`tunekit train`: fine-tune MusicGen on a prepared dataset."""
+
+    out: str = MISSING  # run folder: config, metrics, checkpoints, samples, adapter/model, model card
+    recipe_name: str | None = None  # name of the recipe this run uses (set by recipes/*.yaml; shown in the model card)
+    resume: bool = True  # continue from the latest checkpoint in out= (false: refuse to reuse a run folder)
+    model: ModelConfig = field(default_factory=ModelConfig)  # the model to fine-tune
+    method: MethodConfig = field(default_factory=MethodConfig)  # LoRA or full fine-tuning
+    data: DataConfig = field(default_factory=DataConfig)  # prepared data and crops
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)  # optimisation and cadence
+    eval: EvalConfig = field(default_factory=EvalConfig)  # evaluation samples
+    export: ExportConfig = field(default_factory=ExportConfig)  # final artefacts
+    logger: LoggerConfig = field(default_factory=LoggerConfig)  # experiment logger
+    models: ModelsConfig = field(default_factory=ModelsConfig)  # real or tiny weights
+
+    @classmethod
+    def problems(cls, cfg: Any) -> list[str]:
+        """Every invalid value, each naming its key (checked before any work)."""
+        p: list[str] = []
+        t, m, d = cfg.trainer, cfg.method, cfg.data
+
+        def need(ok: bool, key: str, msg: str) -> None:
+            if not ok:
+                p.append(f"{key}: {msg}")
+
+        need(m.name in METHODS, "method.name", f"must be one of {', '.join(METHODS)} (got {m.name!r})")
+        need(m.targets in LORA_TARGETS, "method.targets", f"must be one of {', '.join(LORA_TARGETS)}")
+        need(m.r >= 1, "method.r", "LoRA rank must be >= 1")
+        need(m.alpha > 0, "method.alpha", "must be > 0")
+        need(0 <= m.dropout < 1, "method.dropout", "must be in [0, 1)")
+        need(t.max_steps >= 1, "trainer.max_steps", "must be >= 1")
+        need(t.batch_size >= 1, "trainer.batch_size", f"must be >= 1 (got {t.batch_size})")
+        need(t.grad_accum >= 1, "trainer.grad_accum", f"must be >= 1 (got {t.grad_accum})")
+        need(t.lr > 0, "trainer.lr", f"must be > 0 (got {t.lr})")
+        need(0 <= t.min_lr_ratio <= 1, "trainer.min_lr_ratio", "must be in [0, 1]")
+        need(t.schedule in SCHEDULES, "trainer.schedule", f"must be one of {', '.join(SCHEDULES)}")
+        need(t.warmup >= 0, "trainer.warmup", "must be >= 0")
+        need(t.weight_decay >= 0, "trainer.weight_decay", "must be >= 0")
+        need(len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas), "trainer.betas", "must be two values in [0, 1)")
+        need(t.grad_clip >= 0, "trainer.grad_clip", "must be >= 0 (0 disables clipping)")
+        need(t.precision in PRECISIONS, "trainer.precision", f"must be one of {', '.join(PRECISIONS)}")
+        need(t.device in DEVICES, "trainer.device", f"must be one of {', '.join(DEVICES)}")
+        need(0 <= t.cond_dropout < 1, "trainer.cond_dropout", "must be in [0, 1)")
+        need(0 <= t.melody_dropout < 1, "trainer.melody_dropout", "must be in [0, 1)")
+        need(0 <= t.ema_decay < 1, "trainer.ema_decay", "must be in [0, 1) (0 disables EMA)")
+        need(t.ema_every >= 1, "trainer.ema_every", "must be >= 1")
+        need(t.log_every >= 1, "trainer.log_every", "must be >= 1")
+        need(t.eval_every >= 0, "trainer.eval_every", "must be >= 0 (0: never)")
+        need(t.eval_windows >= 1, "trainer.eval_windows", "must be >= 1")
+        need(t.save_every >= 0, "trainer.save_every", "must be >= 0 (0: only the final checkpoint)")
+        need(t.keep_last >= 1, "trainer.keep_last", "must be >= 1")
+        need(t.max_bad_steps >= 1, "trainer.max_bad_steps", "must be >= 1")
+        need(cfg.model.dropout is None or 0 <= cfg.model.dropout < 1, "model.dropout", "must be in [0, 1) or null")
+        need(d.crop_seconds > 0, "data.crop_seconds", f"must be > 0 (got {d.crop_seconds})")
+        need(d.min_seconds >= 0, "data.min_seconds", "must be >= 0")
+        need(d.min_seconds <= d.crop_seconds, "data.min_seconds", "must not exceed data.crop_seconds")
+        need(d.max_text_tokens >= 1, "data.max_text_tokens", "must be >= 1")
+        need(d.num_workers >= 0, "data.num_workers", "must be >= 0")
+        need(cfg.eval.seconds > 0, "eval.seconds", "must be > 0")
+        need(cfg.eval.n_prompts >= 0, "eval.n_prompts", "must be >= 0")
+        need(cfg.eval.top_k >= 0, "eval.top_k", "must be >= 0")
+        need(cfg.eval.temperature > 0, "eval.temperature", "must be > 0")
+        need(cfg.logger.mode in ("auto", "online", "offline"), "logger.mode", "must be auto, online or offline")
+        return p

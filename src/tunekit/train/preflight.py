@@ -1,0 +1,233 @@
+"""Pre-flight: check the data against the model, estimate memory, and print what will run, before any work.
+
+Every problem found is reported at once, each naming the key to change.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tunekit.data.tokens import TokenSet
+
+
+@dataclass
+class ModelShape:
+    """What pre-flight needs to know about the model."""
+
+    n_codebooks: int  # token streams the decoder predicts
+    frame_rate: float  # codec frames per second
+    vocab_size: int  # codebook size
+    max_positions: int  # decoder positions (delay steps + any prepended conditioning)
+    prefix: int  # positions taken by prepended conditions (melody models), else 0
+    hidden: int  # decoder width
+    layers: int  # decoder layers
+    ffn: int  # decoder feed-forward width
+    max_delay: int  # largest codebook delay
+
+
+def select_rows(tokens: TokenSet, cfg: Any, shape: ModelShape) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(train rows, validation rows, problems) after checking the data against the model and the config."""
+    d, t = cfg.data, cfg.trainer
+    problems: list[str] = []
+    info = tokens.info
+    if info.n_streams != shape.n_codebooks:
+        fix = (
+            "stereo models need stereo tokens: run `tunekit prep` with tokens.stereo=true"
+            if info.n_streams * 2 == shape.n_codebooks
+            else "mono models need mono tokens: run `tunekit prep` with tokens.stereo=false"
+            if info.n_streams == shape.n_codebooks * 2
+            else "tokenise with this model's codec"
+        )
+        problems.append(
+            f"data.path: tokens have {info.n_streams} streams ({info.codec}) but {cfg.model.name} predicts "
+            f"{shape.n_codebooks} codebooks; {fix}, or pick a matching model.name"
+        )
+    if abs(info.frame_rate - shape.frame_rate) > 1e-6:
+        problems.append(
+            f"data.path: tokens are at {info.frame_rate:g} frames/s but {cfg.model.name}'s codec runs at "
+            f"{shape.frame_rate:g}; re-tokenise with the model's codec"
+        )
+    pipeline = tokens.pipeline()
+    if d.pipeline and pipeline and pipeline != d.pipeline:
+        problems.append(
+            f"data.pipeline: this recipe expects data prepared with pipeline={d.pipeline}, but {tokens.root} was "
+            f"prepared with pipeline={pipeline}; run `tunekit prep pipeline={d.pipeline}` or set data.pipeline=null"
+        )
+    crop = crop_frames(cfg, shape)
+    needed = crop + shape.max_delay + shape.prefix
+    if needed > shape.max_positions:
+        most = (shape.max_positions - shape.max_delay - shape.prefix) / shape.frame_rate
+        problems.append(
+            f"data.crop_seconds: {d.crop_seconds:g} s needs {needed} decoder positions but {cfg.model.name} has "
+            f"{shape.max_positions}; use at most {most:.2f}"
+        )
+    min_frames = max(1, int(math.ceil(d.min_seconds * shape.frame_rate)))
+    long_enough = tokens.frames >= min_frames
+    train = tokens.indices(d.train_split)
+    train = train[long_enough[train]]
+    valid = tokens.indices(d.valid_split)
+    valid = valid[long_enough[valid]]
+    splits = sorted(set(tokens.split))
+    if len(train) == 0:
+        problems.append(
+            f"data.train_split: no windows of at least {d.min_seconds:g} s in split '{d.train_split}' of "
+            f"{tokens.root} (splits there: {', '.join(splits) or 'none'})"
+        )
+    if t.eval_every > 0 and len(valid) == 0:
+        problems.append(
+            f"data.valid_split: no held-out windows in split '{d.valid_split}' of {tokens.root} (splits there: "
+            f"{', '.join(splits) or 'none'}); re-run `tunekit prep` with a validation split, or set "
+            "trainer.eval_every=0 to train without validation"
+        )
+    overlap = tokens.tracks(d.train_split) & tokens.tracks(d.valid_split) if len(valid) else set()
+    if overlap:
+        problems.append(f"data.valid_split: {len(overlap)} tracks are in both splits; re-run `tunekit prep`")
+    if not problems:
+        problems += [f"data.path: {p}" for p in tokens.check_files(np.concatenate([train, valid]), shape.vocab_size)]
+    return train, valid, problems
+
+
+def crop_frames(cfg: Any, shape: ModelShape) -> int:
+    """Training crop in frames."""
+    return max(1, int(round(cfg.data.crop_seconds * shape.frame_rate)))
+
+
+def estimate_memory(
+    shape: ModelShape,
+    *,
+    params_on_device: int,
+    trainable: int,
+    batch: int,
+    seq: int,
+    text_len: int,
+    mixed: bool,
+    checkpointing: bool,
+    ema: bool,
+    overhead_gib: float = 0.5,
+) -> dict[str, float]:
+    """Rough peak device memory (GiB) of one training step, by part.
+
+    Weights fp32; grads fp32 + AdamW moments (2 x fp32) for trainable weights; activations per decoder
+    layer ~ (34 + cross-attention) x seq x batch x hidden values, 2 bytes each under autocast (4 in fp32),
+    only the layer inputs when checkpointing; logits in fp32 with their softmax and gradient; plus a fixed
+    runtime overhead (CUDA context and allocator, or the Python/torch process on the CPU).
+    """
+    gib = 2**30
+    weights = params_on_device * 4
+    optim = trainable * (4 + 8) + (trainable * 4 if ema else 0)
+    act_bytes = 2 if mixed else 4
+    tokens = batch * seq
+    per_layer = (34 * shape.hidden + 2 * shape.ffn) * tokens * act_bytes / 2 + 4 * text_len * batch * shape.hidden
+    if checkpointing:
+        activations = shape.layers * tokens * shape.hidden * act_bytes + per_layer
+    else:
+        activations = shape.layers * per_layer
+    logits = batch * shape.n_codebooks * seq * shape.vocab_size * (act_bytes + 4 + 4)
+    total = weights + optim + activations + logits + overhead_gib * gib
+    return {
+        "weights_gib": weights / gib,
+        "optimizer_gib": optim / gib,
+        "activations_gib": (activations + logits) / gib,
+        "overhead_gib": overhead_gib,
+        "total_gib": total / gib,
+    }
+
+
+def device_memory_gib(device: Any) -> float | None:
+    """Total memory of the training device (GPU memory, or host RAM for the CPU)."""
+    import torch
+
+    if getattr(device, "type", "") == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory / 2**30
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def human(n: float) -> str:
+    """1234567 -> '1.23M'."""
+    for unit, div in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:g}"
+
+
+def format_plan(rows: list[tuple[str, str]]) -> str:
+    """The pre-flight summary as aligned 'key  value' lines."""
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def _gib(x: float) -> str:
+    return f"{x:.1f} GiB" if x >= 1 else f"{x * 1024:.0f} MiB"
+
+
+def print_plan(
+    cfg: Any,
+    *,
+    shape: ModelShape,
+    tokens: TokenSet,
+    train_rows: np.ndarray,
+    valid_rows: np.ndarray,
+    trainable: int,
+    total: int,
+    on_device: int,
+    precision: str,
+    device: Any,
+    world: int,
+    resuming: str | None,
+    show: bool = True,
+) -> None:
+    """Print (if `show`) what will run and its memory estimate; refuse when weights + optimiser alone cannot fit."""
+    from tunekit.errors import ConfigError
+    from tunekit.train.optim import warmup_steps
+
+    t, m = cfg.trainer, cfg.method
+    crop = crop_frames(cfg, shape)
+    global_batch = t.batch_size * t.grad_accum * world
+    mem = estimate_memory(
+        shape, params_on_device=on_device, trainable=trainable, batch=t.batch_size,
+        seq=crop + shape.max_delay + shape.prefix, text_len=min(cfg.data.max_text_tokens, 64),
+        mixed=precision != "fp32", checkpointing=cfg.model.gradient_checkpointing, ema=t.ema_decay > 0,
+        overhead_gib=1.0 if getattr(device, "type", "") == "cuda" else 0.5,
+    )
+    have = device_memory_gib(device)
+    fixed = mem["weights_gib"] + mem["optimizer_gib"]
+    if have is not None and fixed > have:
+        raise ConfigError(
+            f"model.name={cfg.model.name} with method={m.name} needs ~{fixed:.1f} GiB for weights and optimiser "
+            f"alone but {device} has {have:.1f} GiB: use method=lora, a smaller model, or shard across GPUs with "
+            "configs/accelerate/fsdp.yaml", key="method.name")
+    if not show:
+        return
+    hours = tokens.frames[train_rows].sum() / shape.frame_rate / 3600
+    lora = f" r={m.r} alpha={m.alpha:g} targets={m.targets}" if m.name == "lora" else ""
+    print("tunekit train: pre-flight\n" + format_plan([
+        ("model", f"{cfg.model.name}{' (tiny)' if cfg.models.tiny else ''}: {shape.n_codebooks} codebooks, "
+                  f"{shape.layers} layers x {shape.hidden}"),
+        ("method", m.name + lora),
+        ("trainable", f"{human(trainable)} of {human(total)} parameters ({100 * trainable / total:.2f}%)"),
+        ("data", f"{len(train_rows)} train windows ({hours:.2f} h, {len(set(tokens.track_id[train_rows]))} tracks), "
+                 f"{len(valid_rows)} valid windows ({len(set(tokens.track_id[valid_rows]))} other tracks); "
+                 f"{tokens.info.codec}"),
+        ("batch", f"{t.batch_size} x {t.grad_accum} accum x {world} devices = {global_batch} windows of "
+                  f"<= {cfg.data.crop_seconds:g} s"),
+        ("tokens/step", f"<= {human(global_batch * crop * shape.n_codebooks)}"),
+        ("steps", f"{t.max_steps} (~{t.max_steps * global_batch / len(train_rows):.1f} epochs), lr {t.lr:g} "
+                  f"{t.schedule}, warmup {warmup_steps(t.warmup, t.max_steps)}"),
+        ("device", f"{device} x {world}, precision {precision}"
+                   + (", gradient checkpointing" if cfg.model.gradient_checkpointing else "")),
+        ("memory", f"~{_gib(mem['total_gib'])} per device (weights {_gib(mem['weights_gib'])}, optimiser "
+                   f"{_gib(mem['optimizer_gib'])}, activations {_gib(mem['activations_gib'])})"
+                   + (f" of {have:.0f} GiB" if have else "")),
+        ("run", f"{cfg.out}" + (f" (resuming from {resuming})" if resuming else "")),
+    ]), flush=True)
+    if have is not None and mem["total_gib"] > have:
+        print(f"warning: the estimate exceeds the {have:.0f} GiB available; if it runs out of memory set "
+              "model.gradient_checkpointing=true or lower trainer.batch_size (and raise trainer.grad_accum)")

@@ -1,0 +1,194 @@
+"""`tunekit eval` end to end with tiny models: standalone on two folders of synthetic audio, and run mode on a
+training run folder (a tiny MusicGen checkpoint, a LoRA adapter, a prep output with held-out windows)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytestmark = pytest.mark.integration
+
+RATE = 44100
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models run faster on one thread than on two contended ones (a shared CI box); restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _music(seed: int, seconds: float, rate: int = RATE, stereo: bool = False) -> np.ndarray:
+    """A few decaying notes over noise: enough structure for every embedding to see something."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    x = 0.02 * rng.standard_normal(n)
+    for start in np.arange(0, seconds, 0.25):
+        f = 110 * 2 ** (rng.integers(0, 24) / 12)
+        env = np.where(t >= start, np.exp(-(t - start) * 6), 0.0)
+        x += 0.2 * env * np.sin(2 * np.pi * f * t)
+    x = x.astype(np.float32)
+    return np.stack([x, x], axis=1) if stereo else x
+
+
+@pytest.fixture
+def fresh_stats_cache(tmp_path, monkeypatch) -> str:
+    """An empty cache for evaluation statistics; tiny models stay in the shared cache (models.cache_dir)."""
+    from tunekit.paths import cache_dir
+
+    shared = str(cache_dir())
+    monkeypatch.setenv("TUNEKIT_CACHE", str(tmp_path / "cache"))
+    return f"models.cache_dir={shared}"
+
+
+def _eval(overrides: list[str]) -> int:
+    from tunekit.config.compose import load_config
+    from tunekit.eval.config import EvalConfig
+    from tunekit.eval.run import run_eval
+
+    return run_eval(load_config("eval", overrides, EvalConfig))
+
+
+def _check_block(block: dict, embeddings: list[str]) -> None:
+    for emb in embeddings:
+        entry = block[emb]
+        assert np.isfinite(entry["fad"]) and entry["n"] >= 2
+        fit = entry["fad_inf"]
+        assert set(fit) >= {"a", "b", "r2", "sizes"} and fit["sizes"][-1] == entry["n"]
+
+
+def test_standalone_scores_two_folders(tmp_path, fresh_stats_cache):
+    gen, ref = tmp_path / "gen", tmp_path / "ref"
+    (gen / "set2").mkdir(parents=True)
+    ref.mkdir()
+    lines = []
+    for i in range(4):
+        cid = f"set2/clip{i}" if i % 2 else f"clip{i}"
+        sf.write(gen / f"{cid}.wav", _music(i, 2.0, 32000), 32000)
+        lines.append(f"{cid}.wav,music number {i}")
+        sf.write(ref / f"ref{i}.flac", _music(100 + i, 2.5, stereo=True), RATE)
+    (tmp_path / "prompts.csv").write_text("id,prompt\n" + "\n".join(reversed(lines)) + "\n")
+    out = tmp_path / "out"
+    args = [f"generated={gen}", f"reference={ref}", f"out={out}", f"prompts={tmp_path / 'prompts.csv'}",
+            "models=tiny", fresh_stats_cache, "logger=none", "fad_inf_steps=3"]
+    assert _eval(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mode"] == "standalone" and set(metrics) >= {"generated", "reference", "versions", "models"}
+    _check_block(metrics["generated"], ["clap", "encodec", "vggish"])
+    assert metrics["generated"]["vggish"]["n"] == 4 * 2  # 2 s per clip → two 0.96 s patches each
+    assert metrics["generated"]["encodec"]["n"] == 4 * 100  # 50 frames per second
+    assert metrics["generated"]["clap"]["n"] == 4  # one 10 s window per clip
+    assert metrics["generated"]["clap_score_n"] == 4 and -1 <= metrics["generated"]["clap_score"] <= 1
+    assert any("need n > d" in w for w in metrics["generated"]["clap"]["warnings"])
+    for emb in ("clap", "encodec", "vggish"):
+        assert np.isfinite(metrics["reference"][emb]["reconstruction"]["fad"])
+    assert metrics["reference"]["cached"] == []
+    html = (out / "report.html").read_text()
+    assert html.count("<audio") >= 4 and 'data-metric="FAD encodec"' in html
+
+    # A second evaluation against the same reference reads its statistics from the cache.
+    assert _eval([*args, f"out={tmp_path / 'out2'}"]) == 0
+    again = json.loads((tmp_path / "out2" / "metrics.json").read_text())
+    assert sorted(again["reference"]["cached"]) == ["clap", "encodec", "vggish"]
+    assert again["generated"]["vggish"]["fad"] == pytest.approx(metrics["generated"]["vggish"]["fad"], rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def training_run(tmp_path_factory) -> Path:
+    """A run folder as `tunekit train` leaves it, around a tiny MusicGen whose codec has random codebooks."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+    from omegaconf import OmegaConf
+
+    from tunekit.models.musicgen import load_musicgen
+    from tunekit.train.lora import apply_lora
+
+    root = tmp_path_factory.mktemp("runmode")
+    prep = root / "prep"
+    (prep / "audio").mkdir(parents=True)
+    rows = []
+    captions = ["warm lofi piano", "upbeat synth pop", "calm ambient pad"]
+    for t, caption in enumerate(captions):
+        sf.write(prep / "audio" / f"t{t}.flac", _music(t, 4.0, stereo=True), RATE)
+        for w in range(2):
+            rows.append({"window_id": f"t{t}-w{w}", "track_id": f"t{t}", "audio_path": f"audio/t{t}.flac",
+                         "offset_s": 2.0 * w, "duration_s": 2.0, "split": "test" if t < 2 else "valid",
+                         "caption": f"{caption}, part {w}"})
+    pq.write_table(pa.Table.from_pylist(rows), prep / "windows.parquet")
+
+    model, processor = load_musicgen("facebook/musicgen-small", tiny=True)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        scale = float(model.audio_encoder.encoder(torch.randn(1, 1, 32000, generator=g) * 0.1).std())
+        for layer in model.audio_encoder.quantizer.layers:
+            cb = layer.codebook
+            cb.embed.copy_(torch.randn(cb.embed.shape, generator=g) * scale)
+            cb.embed_avg.copy_(cb.embed)
+    base = root / "musicgen-tiny-codec"
+    model.save_pretrained(base)
+    processor.save_pretrained(base)
+
+    run = root / "run"
+    peft_model = apply_lora(model, 4, 8.0, 0.0, "attention")
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    peft_model.save_pretrained(str(run / "adapter"))
+    OmegaConf.save(OmegaConf.create({
+        "out": str(run), "model": {"name": str(base)}, "data": {"path": str(prep), "valid_split": "valid"},
+        "models": {"tiny": False, "cache_dir": None},
+        "logger": {"_target_": "tunekit.train.loggers.WandbLogger", "project": "tunekit-eval-test", "entity": None},
+    }), run / "config.yaml")
+    with open(run / "metrics.jsonl", "w") as f:
+        for s in range(1, 11):
+            f.write(json.dumps({"step": s, "loss": 7.0 / s**0.5, "lr": 2e-4, "valid_loss": 7.5 / s**0.5 if s % 5 == 0 else None}) + "\n")
+    return run
+
+
+def test_run_mode_scores_base_and_finetuned(training_run, fresh_stats_cache):
+    run = training_run
+    args = [f"run={run}", "models=tiny", fresh_stats_cache, "duration=1.0", "batch_size=4", "fad_inf_steps=3"]
+    assert _eval(args) == 0
+    out = run / "eval"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mode"] == "run" and set(metrics) >= {"base", "finetuned", "reference"}
+    for which in ("base", "finetuned"):
+        _check_block(metrics[which], ["clap", "encodec", "vggish"])
+        assert metrics[which]["clap_score_n"] == 4  # the four held-out (test) windows' captions
+        files = sorted(p.name for p in (out / "audio" / which).glob("*.wav"))
+        assert files == ["t0-w0.wav", "t0-w1.wav", "t1-w0.wav", "t1-w1.wav"]
+    base_gen = json.loads((out / "audio" / "base" / "generation.json").read_text())
+    tuned_gen = json.loads((out / "audio" / "finetuned" / "generation.json").read_text())
+    assert base_gen["seeds"] == tuned_gen["seeds"] and base_gen["settings"]["prompts"] == tuned_gen["settings"]["prompts"]
+    assert base_gen["settings"]["prompts"]["t1-w0"] == "upbeat synth pop, part 0"
+    a, _ = sf.read(out / "audio" / "base" / "t0-w0.wav")
+    b, _ = sf.read(out / "audio" / "finetuned" / "t0-w0.wav")
+    assert a.shape == b.shape == (32000,) and np.abs(a - b).max() > 1e-3  # the adapter changes the music
+    assert metrics["base"]["encodec"]["fad"] != metrics["finetuned"]["encodec"]["fad"]
+    ref = metrics["reference"]
+    assert ref["n_clips"] == 4 and ref["splits"] == ["test"] and ref["clap_score_n"] == 4
+    for emb in ("clap", "encodec", "vggish"):
+        assert np.isfinite(ref[emb]["reconstruction"]["fad"]) and ref[emb]["reconstruction"]["codebooks"] == 4
+    assert metrics["models"]["generator_base"].endswith("musicgen-tiny-codec")
+    html = (out / "report.html").read_text()
+    assert "Training curves" in html and html.count('<tr data-metric="') == 7
+    assert html.count("<audio") >= 8 and ("better" in html or "worse" in html)
+    runs = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and runs[0].stat().st_size > 0
+
+    # Unchanged settings: the clips and the reference statistics are reused.
+    assert _eval([*args, "logger=none"]) == 0
+    again = json.loads((out / "metrics.json").read_text())
+    assert sorted(again["reference"]["cached"]) == ["clap", "encodec", "vggish"]
+    assert again["finetuned"]["vggish"]["fad"] == pytest.approx(metrics["finetuned"]["vggish"]["fad"], rel=1e-9)

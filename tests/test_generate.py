@@ -1,0 +1,140 @@
+"""`tunekit generate`: WAVs of the right length and rate from a trained run or a base model, seeds,
+batching, windowed continuation and the cross-fade."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from _train_fixtures import generate_cfg, make_dataset, train_cfg
+
+from tunekit.errors import ConfigError, ConfigErrors
+from tunekit.generate import crossfade_join, generate_codes, run_generate
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    from tunekit.train.run import run_train
+
+    data = make_dataset(tmp_path_factory.mktemp("prep"), tracks=("train", "valid"))
+    out = tmp_path_factory.mktemp("runs") / "lora"
+    assert run_train(train_cfg(data, out, "trainer.max_steps=2", "trainer.lr=1e-2")) == 0
+    return out
+
+
+@pytest.mark.integration
+def test_generate_from_a_run_writes_wavs_of_the_right_length_and_rate(run, tmp_path):
+    out = tmp_path / "x.wav"
+    assert run_generate(generate_cfg(f"run={run}", "prompt=[lofi piano, dark ambient pads]", "duration=0.5",
+                                     f"out={out}", "seed=3")) == 0
+    files = [tmp_path / "x_00.wav", tmp_path / "x_01.wav"]
+    for f in files:
+        audio, rate = sf.read(str(f), always_2d=True)
+        assert rate == 32000 and audio.shape == (16000, 1)
+        assert np.isfinite(audio).all() and np.abs(audio).max() > 0
+    meta = json.loads((tmp_path / "x.json").read_text())
+    assert [f["prompt"] for f in meta["files"]] == ["lofi piano", "dark ambient pads"]
+    assert "LoRA adapter" in meta["source"] and meta["seed"] == 3
+
+
+def test_the_run_adapter_is_applied_and_seeds_are_reproducible(run):
+    from tunekit.generate import load_for_generation
+    from tunekit.models.musicgen import load_musicgen
+
+    model, processor, what = load_for_generation(generate_cfg(f"run={run}", "prompt=x"), torch.device("cpu"))
+    base, _ = load_musicgen("facebook/musicgen-small", tiny=True)
+    tuned = dict(model.named_parameters())
+    changed = [n for n, p in base.named_parameters() if not torch.equal(p, tuned[n])]
+    assert changed and all(n.startswith("decoder.model.decoder.layers.") for n in changed)  # LoRA merged in
+    tok = processor.tokenizer
+    a = generate_codes(model, tok, ["lofi piano", "pads"], 12, seed=3)
+    b = generate_codes(model, tok, ["lofi piano", "pads"], 12, seed=3)
+    c = generate_codes(model, tok, ["lofi piano", "pads"], 12, seed=4)
+    assert a.shape == (2, 4, 12) and torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.integration
+def test_long_durations_continue_window_by_window(tmp_path, monkeypatch):
+    import tunekit.generate as gen
+
+    calls = []
+    real = gen.generate_codes
+
+    def spy(*args, **kwargs):
+        codes = real(*args, **kwargs)
+        prompt = kwargs.get("prompt_codes")
+        calls.append((args[3], None if prompt is None else prompt.shape[-1]))
+        if prompt is not None:  # each chunk starts with the previous chunk's tail as its prompt
+            assert torch.equal(codes[..., : prompt.shape[-1]].cpu(), prompt.cpu())
+        return codes
+
+    monkeypatch.setattr(gen, "generate_codes", spy)
+    out = tmp_path / "long.wav"
+    cfg = generate_cfg("models=tiny", "prompt=slow ambient drone", "duration=1.3", f"out={out}", "window_seconds=0.5",
+                       "context_seconds=0.2", "crossfade_seconds=0.05", "batch_size=1")
+    assert run_generate(cfg) == 0
+    audio, rate = sf.read(str(out), always_2d=True)
+    assert rate == 32000 and audio.shape[0] == round(1.3 * 32000)
+    # 25-frame windows with 10 frames of context: 25 new, then 15, 15, 10 = 65 frames (1.3 s)
+    assert calls == [(25, None), (15, 10), (15, 10), (10, 10)]
+
+
+def test_generate_codes_continues_the_prompt_and_leaves_the_global_rng():
+    from tunekit.models.musicgen import load_musicgen
+
+    model, processor = load_musicgen("facebook/musicgen-stereo-small", tiny=True)
+    prompt = torch.randint(0, 2048, (2, 8, 6))
+    torch.manual_seed(0)
+    expected_next = torch.rand(1)
+    torch.manual_seed(0)
+    codes = generate_codes(model, processor.tokenizer, ["a", "b"], 5, prompt_codes=prompt, guidance=3.0, seed=1)
+    assert torch.rand(1).item() == expected_next.item()
+    assert codes.shape == (2, 8, 11)  # stereo: 8 interleaved codebooks, prompt + 5 new frames
+    assert torch.equal(codes[..., :6], prompt)
+    assert int(codes.max()) < 2048
+
+
+def test_crossfade_join_is_seamless_for_matching_overlaps():
+    signal = np.sin(np.arange(1000) / 7.0).astype(np.float32)[None]
+    prev, nxt = signal[:, :600], signal[:, 500:]  # nxt re-renders the last 100 samples of prev
+    joined = crossfade_join(prev, nxt, overlap=100, fade=40)
+    assert joined.shape == (1, 1000)
+    np.testing.assert_allclose(joined, signal, atol=1e-6)
+    hard = crossfade_join(prev, nxt, overlap=100, fade=0)
+    np.testing.assert_allclose(hard, signal, atol=1e-6)
+
+
+def test_generate_config_problems_name_the_key(tmp_path):
+    with pytest.raises(ConfigErrors, match="run/model"):
+        generate_cfg("run=a", "model=b", "prompt=x")
+    with pytest.raises(ConfigErrors, match="prompt: missing"):
+        generate_cfg()
+    with pytest.raises(ConfigErrors, match="duration"):
+        generate_cfg("prompt=x", "duration=0")
+    with pytest.raises(ConfigError, match="not a tunekit run folder") as err:
+        run_generate(generate_cfg(f"run={tmp_path}", "prompt=x"))
+    assert err.value.key == "run"
+
+
+@pytest.mark.integration
+def test_prompts_file_and_base_model(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("first prompt\n\nsecond prompt\nthird\n")
+    out = tmp_path / "b.wav"
+    assert run_generate(generate_cfg("models=tiny", f"prompts_file={prompts}", "duration=0.2", f"out={out}",
+                                     "batch_size=2")) == 0
+    names = sorted(p.name for p in tmp_path.glob("b_*.wav"))
+    assert names == ["b_00.wav", "b_01.wav", "b_02.wav"]
+    assert sf.info(str(tmp_path / "b_02.wav")).frames == round(0.2 * 32000)

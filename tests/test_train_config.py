@@ -1,0 +1,74 @@
+"""The train/generate configs: every recipe, method and logger composes into a valid TrainConfig, recipes say
+how to run them, and invalid values are reported together, each naming its key."""
+
+from __future__ import annotations
+
+import pytest
+
+from tunekit.config.compose import group_options, load_config
+from tunekit.errors import ConfigErrors
+from tunekit.generate import GenerateConfig
+from tunekit.paths import resource_dir
+from tunekit.train.config import TrainConfig
+
+REQUIRED = ["data.path=/data/prep", "out=/runs/x"]
+
+
+@pytest.mark.parametrize("recipe", sorted(p.stem for p in resource_dir("recipes").glob("*.yaml")))
+def test_every_recipe_composes_validates_and_documents_itself(recipe):
+    cfg = load_config("train", [f"recipe={recipe}", *REQUIRED], TrainConfig)
+    assert cfg.recipe_name == recipe
+    assert cfg.data.pipeline == "musicgen"
+    text = (resource_dir("recipes") / f"{recipe}.yaml").read_text()
+    assert f"tunekit train recipe={recipe}" in text and "Hardware:" in text and "Why these settings" in text
+
+
+def test_demo_recipe_is_tiny_on_the_cpu():
+    cfg = load_config("train", ["recipe=demo", *REQUIRED], TrainConfig)
+    assert cfg.models.tiny is True and cfg.trainer.device == "cpu" and cfg.trainer.max_steps <= 100
+    assert cfg.logger._target_.endswith("CSVLogger")
+
+
+@pytest.mark.parametrize("method,lr", [("lora", 2e-4), ("full", 1e-5)])
+def test_method_groups_set_their_learning_rate(method, lr):
+    cfg = load_config("train", [f"method={method}", *REQUIRED], TrainConfig)
+    assert cfg.method.name == method and cfg.trainer.lr == lr
+    # a recipe or the command line still wins over the method's default
+    assert load_config("train", [f"method={method}", "trainer.lr=3e-4", *REQUIRED], TrainConfig).trainer.lr == 3e-4
+
+
+def test_every_logger_and_models_option_composes():
+    for logger in group_options("logger"):
+        for models in group_options("models"):
+            cfg = load_config("train", [f"logger={logger}", f"models={models}", *REQUIRED], TrainConfig)
+            assert cfg.logger._target_.startswith("tunekit.train.loggers.")
+
+
+def test_defaults_are_the_documented_small_data_defaults():
+    cfg = load_config("train", REQUIRED, TrainConfig)
+    t = cfg.trainer
+    assert cfg.model.name == "facebook/musicgen-small" and cfg.method.name == "lora"
+    assert (list(t.betas), t.weight_decay, t.grad_clip) == ([0.9, 0.95], 0.1, 1.0)
+    assert (t.cond_dropout, t.schedule) == (0.3, "cosine")
+    assert cfg.logger._target_.endswith("WandbLogger")
+
+
+def test_all_invalid_values_are_reported_at_once():
+    with pytest.raises(ConfigErrors) as err:
+        load_config("train", [*REQUIRED, "trainer.batch_size=0", "trainer.lr=-1", "method.targets=everything",
+                              "trainer.precision=fp8", "data.crop_seconds=0"], TrainConfig)
+    problems = err.value.problems
+    for key in ["trainer.batch_size", "trainer.lr", "method.targets", "trainer.precision", "data.crop_seconds"]:
+        assert any(p.startswith(key) for p in problems), (key, problems)
+
+
+def test_missing_data_path_is_named():
+    with pytest.raises(ConfigErrors, match="data.path"):
+        load_config("train", ["out=/runs/x"], TrainConfig)
+
+
+def test_generate_config_composes():
+    cfg = load_config("generate", ["prompt=a calm piano", "models=tiny"], GenerateConfig)
+    assert (cfg.guidance, cfg.top_k, cfg.temperature, cfg.window_seconds) == (3.0, 250, 1.0, 30.0)
+    cfg = load_config("generate", ["prompt=[a, b]"], GenerateConfig)
+    assert list(cfg.prompt) == ["a", "b"]
