@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -106,6 +107,8 @@ def _chromium() -> str | None:
 def _run_chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
     exe = _chromium()
     if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: .ci/run installs it with `apt-get install -y chromium`")
         pytest.skip("chromium is not installed (CI installs it with `apt-get install -y chromium`)")
     base = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -80,11 +80,11 @@ def test_changed_parameters_recompute_only_what_depends_on_them(small, tmp_path)
 
 DRIVER = """
 import sys
-from tunekit.prep.config import PrepConfig
+from tunekit.prep.config import CORE_STAGES, PrepConfig
 from tunekit.prep.run import run_prep
 
 if __name__ == "__main__":
-    sys.exit(run_prep(PrepConfig(corpus=sys.argv[1], out=sys.argv[2], workers=2, quiet=True)))
+    sys.exit(run_prep(PrepConfig(corpus=sys.argv[1], out=sys.argv[2], workers=2, quiet=True, stages=CORE_STAGES)))
 """
 
 

@@ -68,10 +68,11 @@ def read_table(path: Path) -> list[dict]:
 
 
 def prep_config(corpus: Path, out: Path, **overrides):
-    """A PrepConfig for tests: serial, quiet, with dotted overrides (`window__seconds=20`)."""
-    from tunekit.prep.config import PrepConfig
+    """A PrepConfig for tests of the engine and its model-free stages: serial, quiet, with dotted
+    overrides (`window__seconds=20`)."""
+    from tunekit.prep.config import CORE_STAGES, PrepConfig
 
-    cfg = PrepConfig(corpus=str(corpus), out=str(out), workers=1, quiet=True)
+    cfg = PrepConfig(corpus=str(corpus), out=str(out), workers=1, quiet=True, stages=list(CORE_STAGES))
     for key, value in overrides.items():
         section, _, name = key.partition("__")
         if name:

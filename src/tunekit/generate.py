@@ -244,7 +244,7 @@ def load_for_generation(cfg: Any, device: Any) -> tuple[Any, Any, str]:
     if cfg.run is None:
         name = cfg.model or "facebook/musicgen-small"
         model, processor = load_musicgen(name, tiny=cfg.models.tiny, cache_dir=cfg.models.cache_dir)
-        return model.to(device), processor, name
+        return model.to(device), processor, name + (" (tiny random stand-in)" if cfg.models.tiny else "")
     run = Path(cfg.run).expanduser()
     config_file = run / "config.yaml"
     if not config_file.is_file():
@@ -271,7 +271,8 @@ def load_for_generation(cfg: Any, device: Any) -> tuple[Any, Any, str]:
     with warnings.catch_warnings():  # peft asks transformers about checkpointing through a deprecated name
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         model = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
-    return model.to(device), processor, f"{train_cfg.model.name} + LoRA adapter {adapter}"
+    tiny = " (tiny random stand-in)" if models.get("tiny", False) else ""
+    return model.to(device), processor, f"{train_cfg.model.name}{tiny} + LoRA adapter {adapter}"
 
 
 def _device(name: str) -> Any:

@@ -236,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tunekit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `tunekit ls | head`): not an error; silence the final flush.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

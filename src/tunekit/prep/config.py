@@ -24,7 +24,10 @@ RESAMPLER_QUALITIES = ("VHQ", "HQ", "MQ", "LQ", "QQ")
 AUDIO_FORMATS = ("flac", "wav")
 
 DEFAULT_EXTENSIONS = ["wav", "flac", "mp3", "ogg", "oga", "opus", "m4a", "aac", "mp4", "aif", "aiff"]
-DEFAULT_STAGES = ["ingest", "license", "decode", "quality", "loudness", "window", "split"]  # no model stages; pipelines/ add them
+# The stages that need no neural model, in pipeline order.
+CORE_STAGES = ["ingest", "license", "decode", "quality", "loudness", "window", "split"]
+# The default pipeline (pipelines/musicgen.yaml): separation before loudness; tags, captions and tokens after split.
+DEFAULT_STAGES = ["ingest", "license", "decode", "quality", "separate", "loudness", "window", "split", "tag", "caption", "tokens"]
 
 
 @dataclass
