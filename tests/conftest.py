@@ -27,3 +27,15 @@ def pytest_configure(config: pytest.Config) -> None:
 def repo_root() -> Path:
     """The repository root."""
     return REPO
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch intra-op thread: on two shared cores tiny models run faster than with two contended
+    threads, and float results repeat exactly from run to run. Restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -10,20 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
 RATE = 44100
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run faster on one thread than on two contended ones (a shared CI box); restored after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _music(seed: int, seconds: float, rate: int = RATE, stereo: bool = False) -> np.ndarray:

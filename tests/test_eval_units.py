@@ -13,18 +13,9 @@ import soundfile as sf
 
 from tunekit.errors import ConfigError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 RATE = 44100
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run faster on one thread than on two contended ones (a shared CI box); restored after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

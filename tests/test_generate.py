@@ -15,13 +15,7 @@ from _train_fixtures import generate_cfg, make_dataset, train_cfg
 from tunekit.errors import ConfigError, ConfigErrors
 from tunekit.generate import crossfade_join, generate_codes, run_generate
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,18 +13,10 @@ import soundfile as sf
 from tunekit.prep import separate as sep
 from tunekit.prep.separate import SeparateConfig, separate, separate_file, separate_track
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 RATE = 44100
 SEGMENT = Fraction(1)  # a 1 s Demucs segment keeps each forward pass of the tiny model cheap
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

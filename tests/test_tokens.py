@@ -13,18 +13,10 @@ import soundfile as sf
 from tunekit.prep import tokens as tok
 from tunekit.prep.tokens import TokensConfig, decode_tokens, encode_windows, read_window_tokens, write_track_tokens
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 RATE = 44100
 CODEC = "facebook/encodec_32khz"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _with_codewords(model, seed: int = 0):

@@ -10,16 +10,9 @@ import torch
 from tunekit.train.lm import MusicgenLM, drop_conditions, encode_text
 from tunekit.train.loss import build_delayed, codebook_delays, loss_scale, masked_ce_sum, undelay
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CAPTIONS = ["lofi piano with soft drums", "dark ambient drone with warm pads and bells", "jazz"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two shared cores: one intra-op thread is faster here and keeps float results reproducible."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
