@@ -118,16 +118,16 @@ def test_true_peak_against_fine_interpolation() -> None:
 def test_partial_envelope_matches_full() -> None:
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 10_000)) * 0.3
-    full = L._true_peak_envelope(x, 8)
+    full = L.true_peak_envelope(x, 8)
     frames = np.zeros(-(-x.shape[1] // L._FRAME), dtype=bool)
     frames[[0, 3, 7, len(frames) - 1]] = True
     stale = full * 0.5
-    part = L._true_peak_envelope(x, 8, frames, stale)
+    part = L.true_peak_envelope(x, 8, frames, stale)
     mask = np.repeat(frames, L._FRAME)[: x.shape[1]]
     np.testing.assert_allclose(part[:, mask], full[:, mask], rtol=1e-6)
     np.testing.assert_array_equal(part[:, ~mask], stale[:, ~mask])
     # Row 1 (even phases of 8x) is the 4x measurement.
-    np.testing.assert_allclose(full[1], L._true_peak_envelope(x, 4)[0], rtol=1e-4)
+    np.testing.assert_allclose(full[1], L.true_peak_envelope(x, 4)[0], rtol=1e-4)
 
 
 def test_limiter_gain_covers_every_sample() -> None:

@@ -34,14 +34,14 @@ BLOCK_SECONDS = 0.400  # BS.1770 gating block
 _BLOCK_OVERLAP = 0.75
 _ABSOLUTE_GATE_LUFS = -70.0
 _RELATIVE_GATE_LU = -10.0
-_CHANNEL_WEIGHTS = (1.0, 1.0, 1.0, 1.41, 1.41)  # L, R, C, Ls, Rs
+CHANNEL_WEIGHTS = (1.0, 1.0, 1.0, 1.41, 1.41)  # L, R, C, Ls, Rs
 
 # Interpolation filter: Kaiser-windowed sinc cut off at the original Nyquist frequency,
-# 2*_HALF_TAPS+1 taps per phase. Each fractional-delay phase is within 0.3 % (0.02 dB) of
+# 2*HALF_TAPS+1 taps per phase. Each fractional-delay phase is within 0.3 % (0.02 dB) of
 # ideal up to 0.45 fs and within 2 % at 0.47 fs.
-_HALF_TAPS = 24
+HALF_TAPS = 24
 _KAISER_BETA = 5.0
-_FRAME = 64  # output samples per row of the Toeplitz product (see _true_peak_envelope)
+_FRAME = 64  # output samples per row of the Toeplitz product (see true_peak_envelope)
 _ROWS = 512  # rows per matrix product: bounds the working set to a few MB
 _GAIN_BLOCK = 8  # samples per step of the limiter's gain computer
 _RELEASE_FLOOR_DB = 1e-4  # a release below this much gain reduction has ended
@@ -63,7 +63,7 @@ def _as_2d(audio: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _k_weighting_sos(rate: int) -> np.ndarray:
+def k_weighting_sos(rate: int) -> np.ndarray:
     """pyloudnorm's K-weighting (high shelf then high pass) as second-order sections."""
     import pyloudnorm
 
@@ -79,8 +79,8 @@ def _k_weighting_sos(rate: int) -> np.ndarray:
 def _k_weighted_power(x: np.ndarray, rate: int) -> np.ndarray:
     """Squared K-weighted signal (C, N): what BS.1770 gating integrates."""
     channels, n = x.shape
-    if channels > len(_CHANNEL_WEIGHTS):
-        raise ValueError(f"loudness supports up to {len(_CHANNEL_WEIGHTS)} channels; got {channels}")
+    if channels > len(CHANNEL_WEIGHTS):
+        raise ValueError(f"loudness supports up to {len(CHANNEL_WEIGHTS)} channels; got {channels}")
     if n < BLOCK_SECONDS * rate:
         raise ValueError(
             f"integrated loudness needs at least {BLOCK_SECONDS * 1000:.0f} ms of audio (one gating block); "
@@ -88,7 +88,7 @@ def _k_weighted_power(x: np.ndarray, rate: int) -> np.ndarray:
         )
     from scipy import signal
 
-    weighted = signal.sosfilt(_k_weighting_sos(int(rate)), x, axis=1)
+    weighted = signal.sosfilt(k_weighting_sos(int(rate)), x, axis=1)
     return np.square(weighted, out=weighted)
 
 
@@ -111,7 +111,13 @@ def _gated_lufs(power: np.ndarray, rate: int) -> float:
     lo = np.fromiter((position[int(v)] for v in lower), dtype=np.int64, count=n_blocks)
     hi = np.fromiter((position[int(v)] for v in upper), dtype=np.int64, count=n_blocks)
     z = (cumulative[:, hi] - cumulative[:, lo]) / (BLOCK_SECONDS * rate)  # (C, blocks) mean square
-    weights = np.asarray(_CHANNEL_WEIGHTS[:channels])[:, None]
+    return gated_loudness(z)
+
+
+def gated_loudness(z: np.ndarray) -> float:
+    """BS.1770-4 two-stage gating (−70 LUFS absolute, −10 LU relative) over the per-block mean squares
+    `z` (channels, blocks) of the K-weighted signal; -inf when no block passes."""
+    weights = np.asarray(CHANNEL_WEIGHTS[: z.shape[0]])[:, None]
     with np.errstate(divide="ignore"):
         block_lufs = -0.691 + 10.0 * np.log10((weights * z).sum(axis=0))
     above_abs = block_lufs >= _ABSOLUTE_GATE_LUFS
@@ -136,12 +142,12 @@ def integrated_lufs(audio: np.ndarray, rate: int) -> float:
 
 @functools.lru_cache(maxsize=8)
 def _phase_filters(oversample: int) -> np.ndarray:
-    """Weights (oversample-1, 2*_HALF_TAPS+1): phase p gives the value at n + p/oversample from x[n-K..n+K]."""
+    """Weights (oversample-1, 2*HALF_TAPS+1): phase p gives the value at n + p/oversample from x[n-K..n+K]."""
     from scipy import signal
 
-    centre = _HALF_TAPS * oversample
+    centre = HALF_TAPS * oversample
     h = signal.firwin(2 * centre + 1, 1.0 / oversample, window=("kaiser", _KAISER_BETA)) * oversample
-    offsets = np.arange(-_HALF_TAPS, _HALF_TAPS + 1)
+    offsets = np.arange(-HALF_TAPS, HALF_TAPS + 1)
     phases = np.zeros((oversample - 1, offsets.size))
     for p in range(1, oversample):
         idx = centre + p - offsets * oversample
@@ -155,15 +161,15 @@ def _toeplitz(oversample: int) -> np.ndarray:
     """(FRAME + 2K, (oversample-1) * FRAME) float32 matrix: a frame of input (with K samples of
     context either side) times this matrix gives every interpolated phase of the frame at once."""
     phases = _phase_filters(oversample)
-    width = 2 * _HALF_TAPS + 1
-    t = np.zeros((_FRAME + 2 * _HALF_TAPS, (oversample - 1) * _FRAME), dtype=np.float32)
+    width = 2 * HALF_TAPS + 1
+    t = np.zeros((_FRAME + 2 * HALF_TAPS, (oversample - 1) * _FRAME), dtype=np.float32)
     for p, w in enumerate(phases):
         for i in range(_FRAME):
             t[i:i + width, p * _FRAME + i] = w
     return t
 
 
-def _true_peak_envelope(x: np.ndarray, oversample: int, frames: np.ndarray | None = None,
+def true_peak_envelope(x: np.ndarray, oversample: int, frames: np.ndarray | None = None,
                         previous: np.ndarray | None = None, gain: np.ndarray | None = None) -> np.ndarray:
     """Per input sample n, the largest |value| over channels at times n + p/oversample, p = 0..oversample-1.
 
@@ -177,7 +183,7 @@ def _true_peak_envelope(x: np.ndarray, oversample: int, frames: np.ndarray | Non
     """
     channels, n = x.shape
     n_frames = -(-n // _FRAME)
-    k = _HALF_TAPS
+    k = HALF_TAPS
     env = np.zeros((2, n_frames * _FRAME))
     partial = frames is not None and previous is not None
     if not partial:
@@ -260,7 +266,7 @@ def true_peak_dbtp(audio: np.ndarray, rate: int, oversample: int = 4) -> float:
     x = _as_2d(audio)
     if x.size == 0:
         return float("-inf")
-    return _to_db(float(_true_peak_envelope(x, int(oversample))[0].max()))
+    return _to_db(float(true_peak_envelope(x, int(oversample))[0].max()))
 
 
 @dataclass(frozen=True)
@@ -340,7 +346,7 @@ def _frames_to_remeasure(env: np.ndarray, g: np.ndarray, ceiling: float, oversam
     hi = _block_reduce(g, _FRAME, np.maximum, 1.0)
     peak = _block_reduce(env, _FRAME, np.maximum, 0.0)
     scaled = _block_reduce(env * g, _FRAME, np.maximum, 0.0)
-    # The filter reaches _HALF_TAPS <= _FRAME samples into each neighbouring frame.
+    # The filter reaches HALF_TAPS <= _FRAME samples into each neighbouring frame.
     lo = np.minimum(lo, np.minimum(np.r_[lo[1:], 1.0], np.r_[1.0, lo[:-1]]))
     hi = np.maximum(hi, np.maximum(np.r_[hi[1:], 1.0], np.r_[1.0, hi[:-1]]))
     reach_peak = np.maximum(peak, np.maximum(np.r_[peak[1:], 0.0], np.r_[0.0, peak[:-1]]))
@@ -350,7 +356,7 @@ def _frames_to_remeasure(env: np.ndarray, g: np.ndarray, ceiling: float, oversam
 def _limit(x: np.ndarray, env: np.ndarray, ceiling_db: float, rate: int, oversample: int,
            lookahead_ms: float, release_ms: float, first_gain: np.ndarray | None = None
            ) -> tuple[np.ndarray, np.ndarray]:
-    """True-peak limit `x`, whose envelopes (see _true_peak_envelope) are `env`, to `ceiling_db`.
+    """True-peak limit `x`, whose envelopes (see true_peak_envelope) are `env`, to `ceiling_db`.
 
     Returns (gain per sample, envelopes of the limited signal); `env` is updated in place.
     Modulating the gain widens the spectrum a little, so the result is re-measured and limited
@@ -370,7 +376,7 @@ def _limit(x: np.ndarray, env: np.ndarray, ceiling_db: float, rate: int, oversam
         frames = _frames_to_remeasure(env[0], g, ceiling, oversample)
         total *= g
         env *= g
-        env = _true_peak_envelope(x, oversample, frames, env, gain=total)
+        env = true_peak_envelope(x, oversample, frames, env, gain=total)
     peak = float(env[0].max())
     if peak > ceiling:
         total *= ceiling / peak
@@ -414,7 +420,7 @@ def normalize_loudness(
     # up (+0.15 dB measured on drums), so "limit" detects at twice the metering oversampling;
     # row 1 of the envelopes is then the standard `oversample`x measurement.
     detect = 2 * oversample if policy == "limit" else oversample
-    env_in = _true_peak_envelope(x, detect)
+    env_in = true_peak_envelope(x, detect)
     meter_row = 1 if policy == "limit" else 0
     tp_in = _to_db(float(env_in[meter_row].max()))
     result = dict(

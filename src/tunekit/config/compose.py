@@ -214,6 +214,17 @@ def load_config(config_name: str, overrides: list[str] | None = None, schema: ty
     return cfg
 
 
+def as_schema(schema: type, cfg: Any) -> Any:
+    """A plain `schema` instance (picklable, typed) from an instance, a dict or a DictConfig."""
+    if isinstance(cfg, schema):
+        return cfg
+    from omegaconf import DictConfig, OmegaConf
+
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(cfg)
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg))
+
+
 def field_docs(schema: type) -> dict[str, str]:
     """One-line docs of a dataclass's fields, read from the trailing `# comment` of each field line."""
     import inspect

@@ -40,11 +40,6 @@ class ExportConfig:
 
 def as_export_config(cfg: Any) -> ExportConfig:
     """A plain ExportConfig from a DictConfig, a dict or an ExportConfig."""
-    if isinstance(cfg, ExportConfig):
-        return cfg
-    from omegaconf import DictConfig, OmegaConf
+    from tunekit.config.compose import as_schema
 
-    if not isinstance(cfg, DictConfig):
-        cfg = OmegaConf.create(cfg)
-    merged = OmegaConf.merge(OmegaConf.structured(ExportConfig), cfg)
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    return as_schema(ExportConfig, cfg)

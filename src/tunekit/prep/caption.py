@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunekit.prep.vocab import KINDS, Vocabularies, find_mentions, unique, word_tokens
+from tunekit.prep.rows import section_as
 
 log = logging.getLogger(__name__)
 
@@ -615,10 +616,7 @@ def as_caption_config(section: Any) -> tuple[CaptionConfig, str | None]:
         tag = section.get("tag")
         vocab_dir = tag.get("vocab_dir") if isinstance(tag, Mapping) else getattr(tag, "vocab_dir", None)
         section = section["caption"]
-    if isinstance(section, CaptionConfig):
-        return section, vocab_dir
-    data = dict(section.items()) if hasattr(section, "items") else dict(vars(section))
-    return CaptionConfig(**data), vocab_dir
+    return section_as(CaptionConfig, section), vocab_dir
 
 
 def caption_tags(extra: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:

@@ -236,14 +236,9 @@ class PrepConfig:
 
 def as_prep_config(cfg: Any) -> PrepConfig:
     """A plain `PrepConfig` object (picklable, typed) from a DictConfig, a dict or a PrepConfig."""
-    if isinstance(cfg, PrepConfig):
-        return cfg
-    from omegaconf import DictConfig, OmegaConf
+    from tunekit.config.compose import as_schema
 
-    if not isinstance(cfg, DictConfig):
-        cfg = OmegaConf.create(cfg)
-    merged = OmegaConf.merge(OmegaConf.structured(PrepConfig), cfg)
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    return as_schema(PrepConfig, cfg)
 
 
 def config_dict(cfg: PrepConfig) -> dict[str, Any]:

@@ -20,15 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from tunekit.audio.loudness import CHANNEL_WEIGHTS, gated_loudness
 from tunekit.prep.config import LoudnessConfig
 from tunekit.prep.rows import Rejection, StageContext, TrackRow
 
 BLOCK_SECONDS = 10.0
 _GATE_BLOCK = 0.400
 _STEP = 0.25
-_ABSOLUTE_GATE = -70.0
-_RELATIVE_GATE = -10.0
-_WEIGHTS = (1.0, 1.0, 1.0, 1.41, 1.41)
 _PCM24_MAX = 1.0 - 2.0**-23
 LIMIT_ITERATIONS = 4
 LIMIT_TOLERANCE_LU = 0.05
@@ -39,9 +37,9 @@ CHECK_OVERSAMPLE = 8
 def _envelope(x: np.ndarray, oversample: int) -> np.ndarray:
     """Per-sample true-peak envelope (N,) at `oversample`x from tunekit.audio.loudness (the same filter
     as `true_peak_dbtp`); its first row when it returns several resolutions."""
-    from tunekit.audio.loudness import _true_peak_envelope
+    from tunekit.audio.loudness import true_peak_envelope
 
-    env = np.asarray(_true_peak_envelope(x, oversample))
+    env = np.asarray(true_peak_envelope(x, oversample))
     return env[0] if env.ndim == 2 else env
 
 
@@ -53,13 +51,13 @@ class StreamingMeter:
     """
 
     def __init__(self, rate: int, channels: int, true_peak: bool = True, oversample: int = 4) -> None:
-        from tunekit.audio.loudness import _HALF_TAPS, _k_weighting_sos
+        from tunekit.audio.loudness import HALF_TAPS, k_weighting_sos
 
-        if channels > len(_WEIGHTS):
-            raise ValueError(f"loudness supports up to {len(_WEIGHTS)} channels; got {channels}")
+        if channels > len(CHANNEL_WEIGHTS):
+            raise ValueError(f"loudness supports up to {len(CHANNEL_WEIGHTS)} channels; got {channels}")
         self.rate = int(rate)
         self.channels = channels
-        self.sos = _k_weighting_sos(self.rate)
+        self.sos = k_weighting_sos(self.rate)
         self.zi = np.zeros((self.sos.shape[0], channels, 2))
         self.pos = 0
         self.total = np.zeros(channels)
@@ -67,7 +65,7 @@ class StreamingMeter:
         self.next_j = 0  # smallest block index whose upper bound is not yet recorded
         self.oversample = oversample
         self.true_peak = true_peak
-        self._k = _HALF_TAPS
+        self._k = HALF_TAPS
         self._hist = np.zeros((channels, 2 * self._k))
         self._peak = 0.0
 
@@ -135,19 +133,7 @@ class StreamingMeter:
         cum[n] = self.total
         lo = np.stack([cum[int(b)] for b in lower], axis=1)
         hi = np.stack([cum[int(b)] for b in upper], axis=1)
-        z = (hi - lo) / block
-        weights = np.asarray(_WEIGHTS[: self.channels])[:, None]
-        power = (weights * z).sum(axis=0)
-        with np.errstate(divide="ignore"):
-            block_lufs = -0.691 + 10.0 * np.log10(power)
-        above = block_lufs >= _ABSOLUTE_GATE
-        if not above.any():
-            return float("-inf")
-        rel = -0.691 + 10.0 * np.log10((weights[:, 0] * z[:, above].mean(axis=1)).sum()) + _RELATIVE_GATE
-        gated = (block_lufs > rel) & (block_lufs > _ABSOLUTE_GATE)
-        if not gated.any():
-            return float("-inf")
-        return float(-0.691 + 10.0 * np.log10((weights[:, 0] * z[:, gated].mean(axis=1)).sum()))
+        return gated_loudness((hi - lo) / block)
 
     def true_peak_dbtp(self) -> float:
         """True peak (dBTP) of everything fed so far."""

@@ -202,3 +202,16 @@ def apply(row: TrackRow | WindowRow, update: dict[str, Any]) -> TrackRow | Windo
     if isinstance(row, TrackRow) and "windows" in update:
         update["windows"] = [window_from_dict(w) for w in update["windows"]]
     return dataclasses.replace(row, **update)
+
+
+def section_as(cls: type, section: Any) -> Any:
+    """A stage's config section as an instance of its dataclass `cls` (from an instance, a dict or a DictConfig)."""
+    if isinstance(section, cls):
+        return section
+    data = dict(section.items()) if hasattr(section, "items") else dict(vars(section))
+    return cls(**data)
+
+
+def models_settings(models: Any) -> tuple[bool, str | None]:
+    """(tiny, cache_dir) from the `models` section, for the model loaders."""
+    return bool(getattr(models, "tiny", False)), getattr(models, "cache_dir", None)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from tunekit.errors import ConfigError, StageUnavailableError
+from tunekit.prep.rows import models_settings, section_as
 
 INSTRUMENTAL_MODES = ("subtract", "sum")
 REJECT_MOSTLY_VOCALS = "mostly_vocals"
@@ -424,14 +425,7 @@ _loaded: dict[tuple[Any, ...], Any] = {}  # Demucs models loaded by this worker 
 
 def as_separate_config(section: Any) -> SeparateConfig:
     """The `separate` section as a SeparateConfig (from a SeparateConfig, a dict or a DictConfig)."""
-    if isinstance(section, SeparateConfig):
-        return section
-    data = dict(section.items()) if hasattr(section, "items") else dict(vars(section))
-    return SeparateConfig(**data)
-
-
-def _models_settings(models: Any) -> tuple[bool, str | None]:
-    return bool(getattr(models, "tiny", False)), getattr(models, "cache_dir", None)
+    return section_as(SeparateConfig, section)
 
 
 def separate_model_fingerprint(section: Any, models: Any) -> str:
@@ -442,12 +436,12 @@ def separate_model_fingerprint(section: Any, models: Any) -> str:
     cfg = as_separate_config(section)
     if not cfg.enabled:
         return ""
-    tiny, cache_dir = _models_settings(models)
+    tiny, cache_dir = models_settings(models)
     return model_fingerprint(demucs_folder(cfg.model, repo=cfg.repo, tiny=tiny, cache_dir=cache_dir))
 
 
 def _separator(cfg: SeparateConfig, models: Any) -> Any:
-    tiny, cache_dir = _models_settings(models)
+    tiny, cache_dir = models_settings(models)
     key = (cfg.model, cfg.repo, tiny, cache_dir, resolve_device(cfg.device))
     if key not in _loaded:
         _loaded[key] = load_separator(cfg, tiny=tiny, cache_dir=cache_dir)

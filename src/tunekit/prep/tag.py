@@ -26,6 +26,7 @@ import numpy as np
 
 from tunekit.errors import ConfigError, MissingDependencyError, StageUnavailableError
 from tunekit.prep.vocab import KINDS, Vocabularies, split_tag_field, unique
+from tunekit.prep.rows import models_settings, section_as
 
 log = logging.getLogger(__name__)
 
@@ -521,30 +522,23 @@ _loaded: dict[tuple[Any, ...], Any] = {}  # models loaded by this worker process
 
 def as_tag_config(section: Any) -> TagConfig:
     """The `tag` section as a TagConfig (from a TagConfig, a dict or a DictConfig)."""
-    if isinstance(section, TagConfig):
-        return section
     if isinstance(section, Mapping) and "tag" in section and not hasattr(section, "clap_model"):
         return as_tag_config(section["tag"])
-    data = dict(section.items()) if hasattr(section, "items") else dict(vars(section))
-    return TagConfig(**data)
-
-
-def _models_settings(models: Any) -> tuple[bool, str | None]:
-    return bool(getattr(models, "tiny", False)), getattr(models, "cache_dir", None)
+    return section_as(TagConfig, section)
 
 
 def clap_source(cfg: TagConfig, models: Any) -> str:
     """`clap`, or `clap:tiny` when models=tiny swaps the CLAP checkpoint for a tiny random one."""
     from tunekit.models.registry import is_local_path
 
-    tiny, _ = _models_settings(models)
+    tiny, _ = models_settings(models)
     return TINY_CLAP_SOURCE if tiny and not is_local_path(cfg.clap_model) else "clap"
 
 
 def _clap_tagger(cfg: TagConfig, models: Any) -> ClapTagger:
     from tunekit.prep.vocab import load_vocabularies
 
-    tiny, cache_dir = _models_settings(models)
+    tiny, cache_dir = models_settings(models)
     key = ("clap", cfg.clap_model, tiny, cache_dir, cfg.vocab_dir, cfg.device)
     if key not in _loaded:
         from tunekit.models.clap import load_clap
@@ -581,7 +575,7 @@ def tag_model_fingerprint(section: Any, models: Any) -> str:
     parts: dict[str, Any] = {kind: [vocab.labels, sorted(vocab.aliases.items())] for kind, vocab in vocabs.items()}
     parts["vocab_files"] = sorted(VOCAB_FILES.values())
     if cfg.clap:
-        tiny, cache_dir = _models_settings(models)
+        tiny, cache_dir = models_settings(models)
         parts["clap"] = model_fingerprint(resolve(cfg.clap_model, tiny=tiny, cache_dir=cache_dir))
     if cfg.effnet_models_dir:
         check_effnet_request(cfg)

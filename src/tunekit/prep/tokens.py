@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from tunekit.errors import ConfigError, StageUnavailableError
+from tunekit.prep.rows import models_settings, section_as
 
 TOKEN_DTYPE = np.uint16
 TOKENS_DIR = "tokens"
@@ -266,14 +267,7 @@ _loaded: dict[tuple[Any, ...], Any] = {}  # codecs loaded by this worker process
 
 def as_tokens_config(section: Any) -> TokensConfig:
     """The `tokens` section as a TokensConfig (from a TokensConfig, a dict or a DictConfig)."""
-    if isinstance(section, TokensConfig):
-        return section
-    data = dict(section.items()) if hasattr(section, "items") else dict(vars(section))
-    return TokensConfig(**data)
-
-
-def _models_settings(models: Any) -> tuple[bool, str | None]:
-    return bool(getattr(models, "tiny", False)), getattr(models, "cache_dir", None)
+    return section_as(TokensConfig, section)
 
 
 def tokens_model_fingerprint(section: Any, models: Any) -> str:
@@ -284,7 +278,7 @@ def tokens_model_fingerprint(section: Any, models: Any) -> str:
     cfg = as_tokens_config(section)
     if not cfg.enabled:
         return ""
-    tiny, cache_dir = _models_settings(models)
+    tiny, cache_dir = models_settings(models)
     path = resolve(cfg.codec, tiny=tiny, cache_dir=cache_dir)
     try:
         return model_fingerprint(path)
@@ -299,7 +293,7 @@ def tokens_model_fingerprint(section: Any, models: Any) -> str:
 def _codec(cfg: TokensConfig, models: Any) -> tuple[Any, Any]:
     from tunekit.prep.separate import resolve_device
 
-    tiny, cache_dir = _models_settings(models)
+    tiny, cache_dir = models_settings(models)
     device = resolve_device(cfg.device)
     key = (cfg.codec, tiny, cache_dir, device)
     if key not in _loaded:
