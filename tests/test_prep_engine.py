@@ -89,8 +89,13 @@ if __name__ == "__main__":
 
 
 def _entries(out: Path, stage: str) -> int:
+    """Complete cache entries of a stage (a write in progress is a hidden temporary file)."""
     root = out / ".cache" / "stages" / stage
-    return sum(1 for _ in root.rglob("*.json")) if root.is_dir() else 0
+    return sum(1 for p in root.rglob("*.json") if not p.name.startswith(".")) if root.is_dir() else 0
+
+
+def _temporaries(out: Path) -> list[Path]:
+    return [p for p in out.rglob(".*") if ".tmp" in p.name]
 
 
 def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path):
@@ -120,6 +125,9 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path):
     assert not (out / "tracks.parquet").exists()
     done_before = _entries(out, "loudness")
     assert 1 <= done_before < 5
+    planted = out / ".cache" / "stages" / "loudness" / "00" / ".0000.k3x9.tmp.json"  # as a kill mid-write leaves
+    planted.parent.mkdir(parents=True, exist_ok=True)
+    planted.write_text('{"stage": "loud')
 
     run_prep(prep_config(corpus, out, workers=2))
     stats = stage_counts(out)
@@ -127,6 +135,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path):
     assert stats["loudness"]["computed"] == 5 - stats["loudness"]["cached"]
     assert snapshot(out) == snapshot(reference)  # parallel resumed run == serial uninterrupted run
     assert not any(p.name.startswith(".") for p in (out / "audio").iterdir())  # no temp files left
+    assert _temporaries(out) == []  # nor half-written cache entries
 
 
 def test_unusable_configs_fail_before_work_with_the_key_named(tmp_path):

@@ -84,6 +84,22 @@ class StageCache:
         write_json(self.entry_path(stage, key), entry, indent=None)
         return entry
 
+    def remove_temporaries(self) -> int:
+        """Delete the temporary files of writes a killed run left half-done; returns how many.
+
+        Only safe while no other run writes to this cache (the caller holds the output's lock and
+        the cache is the output's own)."""
+        removed = 0
+        for sub in ("stages", "hashes"):
+            base = self.root / sub
+            if not base.is_dir():
+                continue
+            for p in base.rglob(".*.tmp*"):
+                if p.is_file():
+                    p.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
     def _resolve(self, root: str, path: str) -> Path:
         return (self.root if root == "cache" else self.out_dir) / path
 

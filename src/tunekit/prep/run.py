@@ -193,6 +193,12 @@ def run_prep(cfg: Any) -> int:
             log.info("tunekit prep: %d audio files in %s -> %s; stages %s", len(rows), corpus, out, list(pc.stages))
             for problem in scan.metadata_problems:
                 log.warning("metadata: %s", problem)
+            if cache_dir == out / ".cache":  # the output's own cache: the lock makes it ours alone
+                from tunekit.prep.cache import StageCache
+
+                swept = StageCache(cache_dir, out).remove_temporaries()
+                if swept:
+                    log.info("removed %d unfinished cache writes of an interrupted run", swept)
             ctx = StageContext(
                 corpus_dir=str(corpus),
                 out_dir=str(out),
