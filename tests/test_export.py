@@ -183,6 +183,35 @@ def test_hf_parquet_audio_feature_and_shards(prep, tmp_path: Path) -> None:
     assert (out / "attribution.csv").read_bytes() == (data / "attribution.csv").read_bytes()
 
 
+def test_hf_export_loads_with_the_datasets_library(prep, tmp_path: Path, monkeypatch) -> None:
+    """`datasets.load_dataset` reads the export by its README configs: both splits, the Audio feature at the
+    window rate, the tag columns, and FLAC bytes that decode to the prepared audio."""
+    import datasets
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    data, audio = prep
+    out = tmp_path / "hf"
+    run_export(ExportConfig(format="hf", data=str(data), out=str(out)))
+
+    loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf_cache"))
+    assert sorted(loaded) == ["train", "valid"]
+    assert loaded["train"].num_rows == 2 and loaded["valid"].num_rows == 2
+    assert loaded["train"].features["audio"] == datasets.Audio(sampling_rate=RATE)
+    assert loaded["train"]["window_id"] == ["trk_aaaaaaaaaaaa_0000", "trk_aaaaaaaaaaaa_0001"]
+    loaded = loaded.cast_column("audio", datasets.Audio(decode=False))  # decoding to arrays needs torchcodec
+    assert loaded["train"][0]["moods"] == ["calm", "dreamy"] and loaded["valid"][1]["duration_s"] == 1.5
+    for r in loaded["valid"]:
+        got, rate = sf.read(io.BytesIO(r["audio"]["bytes"]), dtype="float32", always_2d=True)
+        start = int(r["window_id"][-4:]) * int(WINDOW * RATE)
+        assert rate == RATE
+        np.testing.assert_array_equal(got, audio[r["track_id"]][start:start + got.shape[0]])
+
+    by_glob = datasets.load_dataset("parquet", data_files={"train": str(out / "data" / "train-*.parquet")},
+                                    cache_dir=str(tmp_path / "hf_cache"))
+    assert by_glob["train"]["caption"] == loaded["train"]["caption"]
+
+
 def test_errors_name_what_to_change(prep, tmp_path: Path) -> None:
     data, _ = prep
     out = tmp_path / "ac"

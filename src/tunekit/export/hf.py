@@ -149,8 +149,10 @@ def usage(out: Path, splits: list[str]) -> str:
     """How to load this export with `datasets`."""
     files = ", ".join(f'"{s}": "{out / DATA_DIR}/{s}-*.parquet"' for s in splits)
     return (
-        "```python\nfrom datasets import load_dataset\n\n"
+        "```python\nfrom datasets import Audio, load_dataset\n\n"
         f'ds = load_dataset("parquet", data_files={{{files}}})\n'
-        'ds["train"][0]["audio"]  # decoded audio array and sampling rate\n```\n\n'
-        "Or push the folder to the Hub as a dataset repository (the README front matter declares the splits)."
+        f'# or: ds = load_dataset("{out}")  (the README front matter declares the splits)\n'
+        'ds["train"][0]["audio"]  # decoded audio and sampling rate (datasets >= 4 decodes with torchcodec)\n'
+        'raw = ds.cast_column("audio", Audio(decode=False))  # the FLAC bytes, without a decoder\n```\n\n'
+        "Or push the folder to the Hub as a dataset repository."
     )
