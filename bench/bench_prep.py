@@ -57,11 +57,12 @@ def add_long_track(corpus: Path, minutes: float) -> None:
 
 RUNNER = """
 import json, sys
-from tunekit.prep.config import PrepConfig
+from tunekit.prep.config import CORE_STAGES, PrepConfig
 from tunekit.prep.run import run_prep
 
 if __name__ == "__main__":
-    cfg = PrepConfig(corpus=sys.argv[1], out=sys.argv[2], workers=int(sys.argv[3]), quiet=True)
+    cfg = PrepConfig(corpus=sys.argv[1], out=sys.argv[2], workers=int(sys.argv[3]), quiet=True,
+                     stages=list(CORE_STAGES))
     for key, value in json.loads(sys.argv[4]).items():
         section, _, name = key.partition("__")
         setattr(getattr(cfg, section), name, value) if name else setattr(cfg, section, value)

@@ -210,3 +210,17 @@ def test_an_error_in_a_stage_fails_one_row_with_its_traceback_logged(tmp_path, m
     log = (out / "prep.log").read_text()
     assert "Traceback" in log and "simulated analysis bug" in log and "t01.wav" in log
     assert json.loads((out / "summary.json").read_text())["counts"]["failed"] == 1
+
+
+def test_a_model_that_cannot_be_found_stops_the_run_before_any_work(tmp_path):
+    """The last stage's model is resolved up front: an offline run without its weights fails in seconds,
+    naming the fix, instead of after every earlier stage has run."""
+    from tunekit.models.hub import WeightsNotFoundError
+
+    corpus = make_corpus(tmp_path / "corpus", 1, 11.0)
+    out = tmp_path / "out"
+    cfg = prep_config(corpus, out)
+    cfg.stages = [*cfg.stages, "tokens"]  # facebook/encodec_32khz, not downloaded (tests run offline)
+    with pytest.raises(WeightsNotFoundError, match="models=tiny"):
+        run_prep(cfg)
+    assert not (out / ".cache" / "stages" / "ingest").exists() and not (out / "tracks.parquet").exists()

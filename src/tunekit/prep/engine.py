@@ -10,11 +10,12 @@ splits) see all rows at once after their map.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -201,6 +202,7 @@ class Engine:
 
     def run(self, rows: list[TrackRow], stages: Sequence[str]) -> list[TrackRow]:
         """Run `stages` in order over `rows`; returns the final rows (same order)."""
+        fingerprints = self.model_fingerprints(stages)
         for name in stages:
             spec = self.registry[name]
             t0 = time.perf_counter()
@@ -208,10 +210,7 @@ class Engine:
             stats = StageStats(name)
             self.stats[name] = stats
             section = section_for(spec, self.cfg)
-            ctx = dataclasses.replace(self.ctx, stage=name)
-            if spec.model_fingerprint:
-                fp = str(spec.function("model_fingerprint")(section, getattr(self.cfg, "models", None)))
-                ctx = dataclasses.replace(ctx, model_fingerprint=fp)
+            ctx = dataclasses.replace(self.ctx, stage=name, model_fingerprint=fingerprints.get(name, ""))
             if spec.fn is not None:
                 if spec.kind == "window":
                     rows = self._map_windows(spec, rows, section, ctx, stats)
@@ -230,6 +229,17 @@ class Engine:
             stats.wall_s = time.perf_counter() - t0 - (self.executor_start_s - start_before)
             self.reporter.end_stage(stats)
         return rows
+
+    def model_fingerprints(self, stages: Sequence[str]) -> dict[str, str]:
+        """Each model stage's model fingerprint, found before any stage runs: a model that cannot be
+        found or downloaded stops the run before hours of work, not after them."""
+        found: dict[str, str] = {}
+        for name in stages:
+            spec = self.registry[name]
+            if spec.model_fingerprint:
+                section = section_for(spec, self.cfg)
+                found[name] = str(spec.function("model_fingerprint")(section, getattr(self.cfg, "models", None)))
+        return found
 
     # -- track stages -------------------------------------------------------------------------
 
@@ -305,25 +315,31 @@ class Engine:
             stats.cached += 1
             rows[i] = self._apply(spec, row, key, hit, stats)
             self.reporter.advance(spec.name, _duration(rows[i]), "cached", rows[i].status != OK)
-        tasks = self._tasks(spec, pending, section, ctx)
-        offsets = []
-        n = 0
-        for t in tasks:
-            offsets.append(n)
-            n += len(t.rows)
-        for t_index, outcomes in self._run_tasks(spec, tasks):
-            task = tasks[t_index]
-            if isinstance(outcomes, WorkerCrash):
-                outcomes = [Outcome(error=("WorkerCrash", outcomes.message, outcomes.message))] * len(task.rows)
-            for j, outcome in enumerate(outcomes):
-                i, row, key = pending[offsets[t_index] + j]
-                stats.computed += 1
-                stats.compute_s += outcome.compute_s
-                rows[i] = self._apply(spec, row, key, outcome, stats)
-                seconds = _duration(rows[i]) or _duration(row)
-                stats.audio_s += seconds
-                self.reporter.advance(spec.name, seconds, "computed", rows[i].status != OK)
+        for (i, row, key), outcome in self._compute(spec, pending, section, ctx):
+            stats.computed += 1
+            stats.compute_s += outcome.compute_s
+            rows[i] = self._apply(spec, row, key, outcome, stats)
+            seconds = _duration(rows[i]) or _duration(row)
+            stats.audio_s += seconds
+            self.reporter.advance(spec.name, seconds, "computed", rows[i].status != OK)
         return rows
+
+    def _compute(
+        self, spec: StageSpec, pending: list[tuple[Any, Any, str]], section: Any, ctx: StageContext
+    ) -> Iterator[tuple[tuple[Any, Any, str], Outcome]]:
+        """Run the cache misses on the executor; yield (pending item, outcome) as each task finishes.
+        Longest audio goes first, so a long track does not start last and run alone; a crashed
+        worker fails every row of its task."""
+        tasks = self._tasks(spec, pending, section, ctx)
+        starts = list(itertools.accumulate((len(t.rows) for t in tasks), initial=0))
+        order = sorted(range(len(tasks)), key=lambda t: -sum(_duration(r) for r in tasks[t].rows))
+        for k, outcomes in self._run_tasks(spec, [tasks[t] for t in order]):
+            t_index = order[k]
+            n = len(tasks[t_index].rows)
+            if isinstance(outcomes, WorkerCrash):
+                outcomes = [Outcome(error=("WorkerCrash", outcomes.message, outcomes.message))] * n
+            for j, outcome in enumerate(outcomes):
+                yield pending[starts[t_index] + j], outcome
 
     # -- window stages ------------------------------------------------------------------------
 
@@ -346,22 +362,12 @@ class Engine:
             stats.cached += 1
             results[ref] = self._apply_window(spec, w, key, hit, stats)
             self.reporter.advance(spec.name, _duration(w), "cached", isinstance(results[ref], Rejection))
-        tasks = self._tasks(spec, pending, section, ctx)
-        offsets, n = [], 0
-        for t in tasks:
-            offsets.append(n)
-            n += len(t.rows)
-        for t_index, outcomes in self._run_tasks(spec, tasks):
-            task = tasks[t_index]
-            if isinstance(outcomes, WorkerCrash):
-                outcomes = [Outcome(error=("WorkerCrash", outcomes.message, outcomes.message))] * len(task.rows)
-            for j, outcome in enumerate(outcomes):
-                ref, w, key = pending[offsets[t_index] + j]
-                stats.computed += 1
-                stats.compute_s += outcome.compute_s
-                stats.audio_s += _duration(w)
-                results[ref] = self._apply_window(spec, w, key, outcome, stats)
-                self.reporter.advance(spec.name, _duration(w), "computed", isinstance(results[ref], Rejection))
+        for (ref, w, key), outcome in self._compute(spec, pending, section, ctx):
+            stats.computed += 1
+            stats.compute_s += outcome.compute_s
+            stats.audio_s += _duration(w)
+            results[ref] = self._apply_window(spec, w, key, outcome, stats)
+            self.reporter.advance(spec.name, _duration(w), "computed", isinstance(results[ref], Rejection))
         rows = list(rows)
         for ti in sorted({ref[0] for ref in refs}):
             kept = []
