@@ -18,7 +18,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from tunekit.errors import ConfigError, StageUnavailableError  # noqa: E402
+from tunekit.errors import ConfigError  # noqa: E402
 from tunekit.models import registry, tiny  # noqa: E402
 from tunekit.models.config import ModelsConfig  # noqa: E402
 from tunekit.models.hashing import model_fingerprint  # noqa: E402
@@ -74,7 +74,7 @@ def test_registry_is_consistent_with_the_tiny_builders() -> None:
         spec = registry.find_spec(default)
         assert spec is not None and spec.family.startswith(family), default
     for spec in registry.MODELS:
-        assert spec.tiny_name in tiny.TINY_NAMES or (spec.tiny_name == "" and spec.family == "acestep"), spec
+        assert spec.tiny_name in tiny.TINY_NAMES, spec
         assert spec.role in {"generator", "codec", "separator", "embedding"} and spec.description
     assert set(tiny.TINY_NAMES) == {s.tiny_name for s in registry.MODELS if s.tiny_name}
 
@@ -113,8 +113,6 @@ def test_resolve_rejects_ids_without_a_tiny_model() -> None:
     with pytest.raises(ConfigError, match="models.tiny") as err:
         registry.resolve("someone/musicgen-finetune", tiny=True)
     assert err.value.key == "models.tiny"
-    with pytest.raises(StageUnavailableError, match="ACE-Step/Ace-Step1.5"):
-        registry.resolve("ACE-Step/Ace-Step1.5", tiny=True)
 
 
 def test_models_config_files_match_the_schema() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunekit.errors import ConfigError, StageUnavailableError
+from tunekit.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -19,9 +19,9 @@ class ModelSpec:
 
     id: str  # Hugging Face Hub id, or a Demucs model name (htdemucs, …)
     role: str  # what tunekit uses it for: generator, codec, separator, embedding
-    family: str  # loader family: musicgen, musicgen_melody, encodec, demucs, clap, vggish, acestep
+    family: str  # loader family: musicgen, musicgen_melody, encodec, demucs, clap, vggish
     description: str  # one line for `tunekit ls`
-    tiny_name: str  # folder under <cache>/tiny/ of the tiny model of the same class; "" when there is none
+    tiny_name: str  # folder under <cache>/tiny/ of the tiny model of the same class
 
 
 _T5 = "T5-base text encoder"
@@ -74,13 +74,6 @@ MODELS: list[ModelSpec] = [
     # VGGish for VGGish-embedding FAD (torchvggish's release files; see tunekit.models.vggish).
     ModelSpec("torchvggish", "embedding", "vggish",
               "VGGish (AudioSet), 16 kHz, 0.96 s frames, 128-d, torchvggish weights + PCA", "vggish"),
-    # ACE-Step 1.5 (diffusers AceStepPipeline, `pip install 'tunekit[acestep]'`).
-    ModelSpec("ACE-Step/Ace-Step1.5", "generator", "acestep",
-              "ACE-Step 1.5 turbo: DiT on Oobleck VAE latents, Qwen3 text encoder, 8 steps, no CFG", ""),
-    ModelSpec("ACE-Step/acestep-v15-base", "generator", "acestep",
-              "ACE-Step 1.5 base: APG guidance with a learned null condition", ""),
-    ModelSpec("ACE-Step/acestep-v15-sft", "generator", "acestep",
-              "ACE-Step 1.5 sft: supervised fine-tune of base", ""),
 ]
 
 DEFAULTS: dict[str, str] = {
@@ -122,16 +115,11 @@ def resolve(name_or_path: str, *, tiny: bool, cache_dir: str | Path | None = Non
         return name_or_path
     spec = find_spec(name_or_path)
     if spec is None:
-        known = ", ".join(s.id for s in MODELS if s.tiny_name)
+        known = ", ".join(s.id for s in MODELS)
         raise ConfigError(
             f"models.tiny is true but {name_or_path!r} is not a model tunekit has a tiny stand-in for; "
             f"use one of the known ids ({known}), pass a local checkpoint folder, or set models.tiny=false",
             key="models.tiny",
-        )
-    if not spec.tiny_name:
-        raise StageUnavailableError(
-            f"there is no tiny {spec.family} model for {spec.id!r}, so models=tiny cannot stand in for it; "
-            "use a local checkpoint folder or models.tiny=false"
         )
     from tunekit.models.tiny import ensure_tiny
 
