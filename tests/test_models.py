@@ -571,3 +571,27 @@ def test_real_ids_load_from_the_hugging_face_cache(monkeypatch: pytest.MonkeyPat
     shutil.copytree(codec_dir, codec_plain)
     (codec_plain / tiny.MANIFEST).unlink()
     assert model_fingerprint("facebook/encodec_32khz") == model_fingerprint(codec_plain)
+
+
+def test_musicgen_special_token_false_alarm_is_dropped_and_real_problems_still_warn() -> None:
+    """transformers flags MusicGen's pad/bos id (= codebook size, by design) on every load; tunekit drops
+    exactly that warning once a MusicGen model is loaded, and lets other out-of-range ids through."""
+    import logging
+
+    from tunekit.models.musicgen import load_musicgen
+
+    load_musicgen("facebook/musicgen-small", tiny=True)
+    config_logger = logging.getLogger("transformers.configuration_utils")
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    config_logger.addHandler(handler)
+    try:
+        template = ("Model config: pad_token_id must be `None` or an integer within the vocabulary "
+                    "(between 0 and 2047), got {}. This may result in unexpected behavior.")
+        config_logger.warning(template.format(2048))
+        config_logger.warning(template.format(-1))
+        config_logger.warning(template.format(5000))
+    finally:
+        config_logger.removeHandler(handler)
+    assert seen == [template.format(-1), template.format(5000)]

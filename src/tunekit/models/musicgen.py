@@ -9,7 +9,7 @@ processor files (T5 tokenizer + feature extractor), and loads with
 from __future__ import annotations
 
 import logging
-
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,26 @@ _MODEL_CLASSES = {
 }
 
 
+class _SpecialTokenFalseAlarm(logging.Filter):
+    """Drops transformers' "pad/bos token id must be within the vocabulary" warning for MusicGen.
+
+    MusicGen's special token id is the codebook size by design (its decoder embeds `vocab_size + 1`
+    ids, and `MusicgenDecoderConfig` accepts it), but the composite config's generic check flags it on
+    every load of every MusicGen checkpoint. Other out-of-range ids still warn."""
+
+    _message = re.compile(r"within the vocabulary \(between 0 and (\d+)\), got (\d+)")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = self._message.search(record.getMessage())
+        return not (found and int(found.group(2)) == int(found.group(1)) + 1)
+
+
+def _quiet_special_token_false_alarm() -> None:
+    config_logger = logging.getLogger("transformers.configuration_utils")
+    if not any(isinstance(f, _SpecialTokenFalseAlarm) for f in config_logger.filters):
+        config_logger.addFilter(_SpecialTokenFalseAlarm())
+
+
 def load_musicgen(
     name_or_path: str,
     *,
@@ -63,6 +83,7 @@ def load_musicgen(
     import transformers
     from transformers import AutoConfig, AutoProcessor
 
+    _quiet_special_token_false_alarm()
     with loading(name_or_path):
         config = AutoConfig.from_pretrained(path)
         if config.model_type not in _MODEL_CLASSES:
