@@ -343,6 +343,29 @@ def _boom_stage(row: TrackRow, section, ctx) -> TrackRow | Rejection:
     return dataclasses.replace(row, title="seen")
 
 
+_seen: list[str] = []
+
+
+def _note_order(row: TrackRow, section, ctx) -> TrackRow:
+    _seen.append(row.source_path)
+    return dataclasses.replace(row, title=f"done {row.source_path}")
+
+
+def test_longest_audio_runs_first_and_rows_keep_their_order(tmp_path):
+    """A long track submitted last would run alone at the end of a stage; the engine starts it first."""
+    from tunekit.prep.engine import Engine
+    from tunekit.prep.executors import SerialExecutor
+    from tunekit.prep.registry import StageSpec
+
+    registry = {"note": StageSpec("note", "test_prep_units:_note_order", ("window",), cache=False)}
+    ctx = StageContext(str(tmp_path), str(tmp_path), str(tmp_path / ".cache"))
+    rows = [TrackRow(t, f"{t}.wav", duration_s=d) for t, d in (("a", 10.0), ("b", 300.0), ("c", 45.0), ("d", 0.0))]
+    _seen.clear()
+    out = Engine(PrepConfig(), ctx, SerialExecutor, registry=registry).run(rows, ["note"])
+    assert _seen == ["b.wav", "c.wav", "a.wav", "d.wav"]
+    assert [r.title for r in out] == ["done a.wav", "done b.wav", "done c.wav", "done d.wav"]
+
+
 def _label_windows(rows: list[WindowRow], section, ctx) -> list[WindowRow | Rejection]:
     out: list[WindowRow | Rejection] = []
     for w in rows:
