@@ -181,3 +181,39 @@ def test_run_mode_scores_base_and_finetuned(training_run, fresh_stats_cache):
     again = json.loads((out / "metrics.json").read_text())
     assert sorted(again["reference"]["cached"]) == ["clap", "encodec", "vggish"]
     assert again["finetuned"]["vggish"]["fad"] == pytest.approx(metrics["finetuned"]["vggish"]["fad"], rel=1e-9)
+
+
+def test_run_mode_checks_frames_before_generating(training_run, fresh_stats_cache, monkeypatch):
+    """One held-out prompt of 1 s gives one CLAP window and no VGGish patch: refused before any generation."""
+    from tunekit.errors import ConfigErrors
+    from tunekit.eval import run_mode
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("generation started before the sample sizes were checked")
+
+    monkeypatch.setattr(run_mode, "generate_set", no_generation)
+    args = [f"run={training_run}", "models=tiny", fresh_stats_cache, "logger=none", "n_samples=1", "duration=0.5"]
+    with pytest.raises(ConfigErrors) as err:
+        _eval(args)
+    problems = err.value.problems
+    assert any(p.startswith("clap: the generated set gives 1 frame(s)") and "n_samples" in p and "duration" in p
+               for p in problems), problems
+    assert any(p.startswith("vggish: the generated set gives 0 frame(s)") for p in problems), problems
+    assert not any(p.startswith("encodec:") for p in problems), problems  # 25 frames at 50 Hz are enough
+    assert not any("reference set" in p and p.startswith("encodec") for p in problems), problems
+
+
+def test_frames_for_seconds_matches_the_embedders():
+    from tunekit.eval.config import EvalConfig
+    from tunekit.eval.embeddings import embed_items, frames_for_seconds
+    from tunekit.eval.run import load_embedders
+    from tunekit.models.config import ModelsConfig
+
+    config = EvalConfig(models=ModelsConfig(tiny=True))
+    embedders = load_embedders(config)
+    lengths = [0.5, 0.97, 2.0, 14.0, 16.0, 31.0]
+    clips = [(f"c{i}", _music(i, s, 32000), 32000) for i, s in enumerate(lengths)]
+    frames = embed_items(embedders, clips, batch_size=4)
+    for e in embedders:
+        got = [len(frames[e.name][f"c{i}"]) for i in range(len(lengths))]
+        assert [frames_for_seconds(e, s) for s in lengths] == got, (e.name, got)

@@ -151,15 +151,31 @@ def test_splits_are_deterministic_by_track_and_shared_by_windows():
     assert [r.split for r in other] != [r.split for r in a]
 
 
-def test_three_tracks_always_have_a_valid_and_a_train_track():
+def test_three_tracks_always_have_a_train_a_valid_and_a_test_track():
     from tunekit.prep.split import assign_splits
 
     ctx = StageContext("/c", "/o", "/o/.cache")
-    for offset in range(40):
-        rows = _kept(3 + offset)[offset:]
-        out = assign_splits(rows, SplitConfig(), ctx)
+    for n in (3, 4, 5, 7):
+        for offset in range(40):
+            rows = _kept(n + offset)[offset:]
+            out = assign_splits(rows, SplitConfig(), ctx)
+            splits = [r.split for r in out]
+            assert {"train", "valid", "test"} <= set(splits), (n, offset, splits)
+            # row order does not change the assignment
+            back = assign_splits(list(reversed(rows)), SplitConfig(), ctx)
+            assert {r.track_id: r.split for r in back} == {r.track_id: r.split for r in out}
+
+
+def test_a_split_with_zero_fraction_stays_empty_and_two_tracks_get_no_guarantee():
+    from tunekit.prep.split import assign_splits
+
+    ctx = StageContext("/c", "/o", "/o/.cache")
+    for offset in range(20):
+        out = assign_splits(_kept(5 + offset)[offset:], SplitConfig(test_fraction=0.0), ctx)
         splits = [r.split for r in out]
-        assert "valid" in splits and "train" in splits, splits
+        assert "test" not in splits and {"train", "valid"} <= set(splits), splits
+    two = assign_splits(_kept(2), SplitConfig(valid_fraction=0.0, test_fraction=0.0), ctx)
+    assert [r.split for r in two] == ["train", "train"]
 
 
 # -- loudness meter ---------------------------------------------------------------------------------

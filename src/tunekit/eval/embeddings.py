@@ -241,6 +241,17 @@ class VggishEmbedder(Embedder):
             return self.model.embed(x, activation=False).float().cpu().numpy()
 
 
+def frames_for_seconds(e: Embedder, seconds: float) -> int:
+    """Embedding frames `e` gets from a clip of `seconds`, by its own window policy (no model call)."""
+    n = int(round(seconds * e.sample_rate))
+    if n <= 0:
+        return 0
+    windows = e.windows(np.zeros((1, n), dtype=np.float32), e.sample_rate)
+    if isinstance(e, EncodecEmbedder):
+        return sum(e.frames_per_window(windows))
+    return len(windows)
+
+
 def _equal_length_runs(windows: list[np.ndarray]) -> Iterator[list[np.ndarray]]:
     run: list[np.ndarray] = []
     for w in windows:

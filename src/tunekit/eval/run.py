@@ -66,32 +66,67 @@ def fad_settings(config: EvalConfig) -> FadSettings:
     )
 
 
+def load_embedders(config: EvalConfig, names: list[str] | None = None) -> list[Any]:
+    """The embedders named in `config.embeddings` (or `names`), loaded from the configured models."""
+    from tunekit.eval.embeddings import load_embedder
+
+    return [
+        load_embedder(name, models=config.models, clap_model=config.clap_model, encodec_model=config.encodec_model,
+                      vggish_model=config.vggish_model, device=config.device)
+        for name in (config.embeddings if names is None else names)
+    ]
+
+
+def sample_size_problems(
+    embedders: list[Any], sides: dict[str, tuple[list[float], str]]
+) -> list[str]:
+    """What keeps FAD from being computed, per embedding and side, before any audio is generated or embedded.
+
+    `sides` maps a side's name to its clip lengths in seconds and the config keys that change them. FAD needs
+    at least two embedding frames on each side (a covariance); each embedder's window policy says how many
+    frames a clip of a given length gives.
+    """
+    from collections import Counter
+
+    from tunekit.eval.embeddings import frames_for_seconds
+
+    out = []
+    for e in embedders:
+        for side, (seconds, fix) in sides.items():
+            lengths = Counter(round(s, 3) for s in seconds)
+            frames = sum(k * frames_for_seconds(e, s) for s, k in lengths.items())
+            if frames < 2:
+                longest = max(seconds, default=0.0)
+                out.append(
+                    f"{e.name}: the {side} set gives {frames} frame(s) from {len(seconds)} clip(s) of at most "
+                    f"{longest:g} s ({e.policy}); FAD needs at least 2: {fix}, or leave {e.name} out of `embeddings` "
+                    f"(e.g. embeddings=[{','.join(x.name for x in embedders if x is not e) or 'clap'}])"
+                )
+    return out
+
+
 def evaluate(
     config: EvalConfig,
     sets: dict[str, AudioSet],
     reference: AudioSet,
     *,
     codec: CodecSource | None = None,
+    embedders: list[Any] | None = None,
 ) -> tuple[dict[str, Any], list[SetScores]]:
     """Score each set against the reference; returns the metrics.json dict and the per-set scores.
 
     `codec` is the generator's own audio codec for the reconstruction floor (run mode); without it
-    the floor uses `config.encodec_model`.
+    the floor uses `config.encodec_model`. `embedders` are the configured embedders when already
+    loaded (by `load_embedders`).
     """
-    from tunekit.eval.embeddings import ClapEmbedder, load_embedder
+    from tunekit.eval.embeddings import ClapEmbedder
     from tunekit.paths import cache_dir
 
     def build(name: str) -> Any:
-        return load_embedder(
-            name,
-            models=config.models,
-            clap_model=config.clap_model,
-            encodec_model=config.encodec_model,
-            vggish_model=config.vggish_model,
-            device=config.device,
-        )
+        return load_embedders(config, [name])[0]
 
-    embedders = [build(name) for name in config.embeddings]
+    if embedders is None:
+        embedders = load_embedders(config)
     want_clap = config.clap_score and (reference.prompts() or any(s.prompts() for s in sets.values()))
     clap = next((e for e in embedders if isinstance(e, ClapEmbedder)), None)
     if want_clap and clap is None:
@@ -247,7 +282,15 @@ def run_standalone(config: EvalConfig) -> int:
         if missing:
             warnings.append(f"{len(missing)} generated clips have no prompt and are left out of the CLAP score: {missing[:5]}")
     reference = load_set(config.reference, name="reference", key="reference", splits=config.reference_splits)
-    metrics, scores = evaluate(config, {"generated": generated}, reference)
+    embedders = load_embedders(config)
+    problems = sample_size_problems(embedders, {
+        "generated": (generated.seconds(), f"add clips to generated={config.generated}"),
+        "reference": (reference.seconds(), f"add audio to reference={config.reference} or, for a prep output, "
+                                           f"more splits (reference_splits=[valid,test])"),
+    })
+    if problems:
+        raise ConfigErrors(problems)
+    metrics, scores = evaluate(config, {"generated": generated}, reference, embedders=embedders)
     metrics["mode"] = "standalone"
     metrics["generated"]["source"] = str(generated.root)
     metrics["warnings"] = warnings

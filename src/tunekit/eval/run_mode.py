@@ -228,13 +228,29 @@ def run_on_training_run(config: EvalConfig) -> int:
         "finetuned": {"run": str(run.resolve()),
                       "weights": hashlib.sha256("".join(model_fingerprint(p) for p in finetuned_files).encode()).hexdigest()},
     }
+    # Everything FAD needs is checked before minutes of generation: frames per embedding on both sides.
+    from tunekit.errors import ConfigErrors
+    from tunekit.eval.run import load_embedders, sample_size_problems
+
+    embedders = load_embedders(config)
+    problems = sample_size_problems(embedders, {
+        "generated": ([config.duration] * len(prompts),
+                      f"generate more or longer clips (n_samples={config.n_samples or len(prompts)} held-out "
+                      f"prompts, duration={config.duration:g})"),
+        "reference": (reference.seconds(),
+                      f"hold out more tracks (reference_splits={list(config.reference_splits)} has "
+                      f"{len(reference.items)} windows; e.g. reference_splits=[valid,test])"),
+    })
+    if problems:
+        raise ConfigErrors(problems)
     generated: dict[str, AudioSet] = {}
     infos: dict[str, Any] = {}
     for which, load in (("base", load_base), ("finetuned", load_finetuned)):
         generated[which], infos[which] = generate_set(
             which, load, prompts, out / "audio" / which, config, device, identities[which]
         )
-    metrics, scores = evaluate(config, generated, reference, codec=generator_codec(base_path, codec, load_base))
+    metrics, scores = evaluate(config, generated, reference, codec=generator_codec(base_path, codec, load_base),
+                               embedders=embedders)
     metrics["mode"] = "run"
     metrics["run"] = str(run)
     metrics["models"].update({

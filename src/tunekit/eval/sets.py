@@ -57,6 +57,17 @@ class AudioSet:
     splits: tuple[str, ...] = ()
     _hash: str | None = field(default=None, repr=False)
 
+    def seconds(self) -> list[float]:
+        """Each clip's length in seconds (from the file header for whole files)."""
+        out = []
+        for item in self.items:
+            if item.duration_s is not None:
+                out.append(float(item.duration_s))
+            else:
+                info = audio_info(item.path)
+                out.append(info.frames / info.samplerate)
+        return out
+
     def ids(self) -> list[str]:
         return [item.id for item in self.items]
 

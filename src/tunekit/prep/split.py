@@ -3,9 +3,12 @@
 A track's bucket is a hash of (split.seed, its content hash) mapped to [0, 1): below
 test_fraction is test, below test_fraction + valid_fraction is valid, the rest train. The same
 file lands in the same split in every run and on every machine, whatever else is in the corpus.
-With at least three kept tracks the split also guarantees one valid track and one train track
-(moving the tracks whose buckets are closest to the boundary). Every window takes its track's
-split, so no track is in two splits.
+
+Small corpora still get every split they need: with at least three kept tracks there is always one
+train track, one valid track (when `valid_fraction` > 0) and one test track (when `test_fraction` > 0),
+so a five-track corpus can be trained, validated and evaluated. A missing split takes the track whose
+bucket lies closest to its range, from a split that keeps at least one track. Every window takes its
+track's split, so no track is in two splits.
 """
 
 from __future__ import annotations
@@ -23,32 +26,46 @@ def bucket(content_hash: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
+def _ranges(cfg: SplitConfig) -> dict[str, tuple[float, float]]:
+    """Each split's bucket range [lo, hi)."""
+    edge = cfg.test_fraction + cfg.valid_fraction
+    return {"test": (0.0, cfg.test_fraction), "valid": (cfg.test_fraction, edge), "train": (edge, 1.0)}
+
+
+def _distance(b: float, lo: float, hi: float) -> float:
+    return 0.0 if lo <= b < hi else min(abs(b - lo), abs(b - hi))
+
+
+def split_by_bucket(buckets: dict[str, float], cfg: SplitConfig) -> dict[str, str]:
+    """Map each key (a kept track) to its split, guaranteeing train/valid/test with three or more tracks."""
+    ranges = _ranges(cfg)
+    split = {k: next(s for s, (lo, hi) in ranges.items() if lo <= b < hi) for k, b in buckets.items()}
+    if len(buckets) < 3:
+        return split
+    needed = ["train"] + [s for s, f in (("valid", cfg.valid_fraction), ("test", cfg.test_fraction)) if f > 0]
+    for name in needed:
+        if name in split.values():
+            continue
+        # Donors: tracks of a split that has more than one track (never empty a split that is needed).
+        sizes = {s: list(split.values()).count(s) for s in ranges}
+        donors = [k for k, s in split.items() if sizes[s] > 1 or s not in needed]
+        lo, hi = ranges[name]
+        chosen = min(donors, key=lambda k: (_distance(buckets[k], lo, hi), k))
+        split[chosen] = name
+    return split
+
+
 def assign_splits(rows: list[TrackRow], cfg: SplitConfig, ctx: StageContext) -> list[TrackRow]:
     """Set `split` on every kept track and its windows (reduce function)."""
     rows = list(rows)
     kept = [i for i, r in enumerate(rows) if r.status == OK]
-    b = {i: bucket(rows[i].content_hash or rows[i].track_id, cfg.seed) for i in kept}
-    split: dict[int, str] = {}
-    for i in kept:
-        if b[i] < cfg.test_fraction:
-            split[i] = "test"
-        elif b[i] < cfg.test_fraction + cfg.valid_fraction:
-            split[i] = "valid"
-        else:
-            split[i] = "train"
-    if len(kept) >= 3 and cfg.valid_fraction > 0 and "valid" not in split.values():
-        # The track closest to the valid range moves into it (from train, or from test if all are test).
-        pool = [i for i in kept if split[i] == "train"] or [i for i in kept if split[i] == "test"]
-        edge = cfg.test_fraction + cfg.valid_fraction
-        split[min(pool, key=lambda i: (abs(b[i] - edge), rows[i].source_path))] = "valid"
-    if len(kept) >= 3 and "train" not in split.values():
-        pool = [i for i in kept if split[i] == "test"]
-        valid = [i for i in kept if split[i] == "valid"]
-        if len(valid) > 1:
-            pool += valid
-        split[max(pool, key=lambda i: (b[i], rows[i].source_path))] = "train"
+    # Keyed by source path so ties break the same way whatever the row order.
+    keys = {i: f"{rows[i].source_path}\0{i}" for i in kept}
+    buckets = {keys[i]: bucket(rows[i].content_hash or rows[i].track_id, cfg.seed) for i in kept}
+    split = split_by_bucket(buckets, cfg)
     for i in kept:
         row = rows[i]
-        windows = [dataclasses.replace(w, split=split[i], license=row.license) for w in row.windows]
-        rows[i] = dataclasses.replace(row, split=split[i], windows=windows)
+        s = split[keys[i]]
+        windows = [dataclasses.replace(w, split=s, license=row.license) for w in row.windows]
+        rows[i] = dataclasses.replace(row, split=s, windows=windows)
     return rows
