@@ -91,6 +91,32 @@ def test_standalone_scores_two_folders(tmp_path, fresh_stats_cache):
     assert again["generated"]["vggish"]["fad"] == pytest.approx(metrics["generated"]["vggish"]["fad"], rel=1e-6)
 
 
+def _check_wandb_media(run_dir: Path, data_dir: Path, n_clips: int, sets: tuple[str, ...]) -> None:
+    """Every clip arrives as audio and as a spectrogram image, and the clips table's cells point at media files
+    staged inside the evaluation folder (not in wandb's per-user data dir)."""
+    from PIL import Image
+
+    wavs = sorted((run_dir / "files" / "media" / "audio").rglob("*.wav"))
+    pngs = sorted((run_dir / "files" / "media" / "images").rglob("*.png"))
+    assert len(wavs) == len(pngs) == n_clips * len(sets), (wavs, pngs)
+    assert all(sf.info(w).frames > 0 for w in wavs)
+    with Image.open(pngs[0]) as img:
+        assert img.size[0] > 50 and img.size[1] > 50
+    tables = []
+    for f in (data_dir / "artifacts" / "staging").iterdir():
+        try:
+            doc = json.loads(f.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(doc, dict) and doc.get("columns", [None])[0] == "id":
+            tables.append(doc)
+    assert tables, "the clips table was not staged in the evaluation folder"
+    for table in tables:
+        cells = [c for row in table["data"] for c in row[2:]]
+        assert len(cells) == 2 * n_clips * len(sets)
+        assert all(isinstance(c, dict) and c["_type"] in ("audio-file", "image-file") and c["path"] for c in cells), cells[:2]
+
+
 @pytest.fixture(scope="module")
 def training_run(tmp_path_factory) -> Path:
     """A run folder as `tunekit train` leaves it, around a tiny MusicGen whose codec has random codebooks."""
@@ -175,6 +201,7 @@ def test_run_mode_scores_base_and_finetuned(training_run, fresh_stats_cache):
     assert html.count("<audio") >= 8 and ("better" in html or "worse" in html)
     runs = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1 and runs[0].stat().st_size > 0
+    _check_wandb_media(runs[0].parent, out / "wandb" / "data", n_clips=4, sets=("base", "finetuned"))
 
     # Unchanged settings: the clips and the reference statistics are reused.
     assert _eval([*args, "logger=none"]) == 0

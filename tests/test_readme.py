@@ -49,3 +49,6 @@ def test_make_demo_runs_end_to_end(repo_root: Path, tmp_path: Path):
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
     assert (run / "demo.wav").is_file()
     assert (run / "eval" / "metrics.json").is_file() and (run / "eval" / "report.html").is_file()
+    # Both training and evaluation are in W&B (offline runs, ready for `wandb sync`).
+    assert len(list((run / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
+    assert len(list((run / "eval" / "wandb").glob("offline-run-*/run-*.wandb"))) == 1

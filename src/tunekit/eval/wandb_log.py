@@ -1,13 +1,20 @@
 """Log an evaluation to Weights & Biases: the metrics, a table of prompts with audio and spectrograms per
-set, and bar charts. Offline (files under `<out>/wandb/`, sync later with `wandb sync`) when no API
-key is configured. wandb is imported only here.
+set, every clip as its own audio and image media, and bar charts. Offline (files under `<out>/wandb/`, sync
+later with `wandb sync`) when no API key is configured. wandb is imported only here.
+
+Where the media go: wandb stores a table's cells as a run-table artifact whose files it stages under its
+data dir (`~/.local/share/wandb` by default; the table file in the run folder only names their types). An
+offline evaluation stages them inside `<out>/wandb/data` instead, so the run folder holds everything `wandb
+sync` uploads; each clip is also logged as a plain media key (`eval/audio/<set>/<id>`,
+`eval/spectrogram/<set>/<id>`), which lands in the run's own `files/media`.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import contextlib
 import netrc
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,17 +65,31 @@ def flat_metrics(metrics: dict[str, Any], set_names: list[str], embeddings: list
     return {k: float(v) for k, v in out.items() if v is not None}
 
 
-def _image(wandb: Any, png: bytes) -> Any:
-    """wandb.Image when Pillow is installed (wandb needs it for images), else the PNG inline in wandb.Html."""
-    if importlib.util.find_spec("PIL") is not None:
-        import io
+def _image(wandb: Any, png: bytes, caption: str) -> Any:
+    """A wandb.Image of PNG bytes (decoded with Pillow, as wandb needs)."""
+    import io
 
-        from PIL import Image
+    from PIL import Image
 
-        return wandb.Image(Image.open(io.BytesIO(png)))
-    from tunekit.eval.report import data_uri
+    with Image.open(io.BytesIO(png)) as img:
+        return wandb.Image(img.convert("RGB"), caption=caption)
 
-    return wandb.Html(f'<img style="width:100%" src="{data_uri("image/png", png)}">', inject=False)
+
+@contextlib.contextmanager
+def _data_dir(path: Path | None) -> Iterator[None]:
+    """Point wandb's data dir (where artifact files are staged until synced) at `path` while logging."""
+    if path is None:
+        yield
+        return
+    old = os.environ.get("WANDB_DATA_DIR")
+    os.environ["WANDB_DATA_DIR"] = str(path)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("WANDB_DATA_DIR", None)
+        else:
+            os.environ["WANDB_DATA_DIR"] = old
 
 
 def log_eval(
@@ -87,55 +108,74 @@ def log_eval(
     """Log one evaluation as a W&B run (job_type=eval); returns the run's local directory."""
     import wandb
 
-    from tunekit.eval.images import spectrogram_png
-
     embeddings = embeddings or [k for k in metrics.get("embeddings", {}) if any(k in metrics.get(s.name, {}) for s in sets)]
     names = [s.name for s in sets]
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = wandb.init(
-        project=project,
-        entity=entity,
-        group=group,
-        name=run_name,
-        job_type="eval",
-        dir=str(out_dir),
-        mode=wandb_mode(mode),
-        config={"models": metrics.get("models"), "seed": metrics.get("seed"), "mode": metrics.get("mode")},
-    )
-    try:
-        flat = flat_metrics(metrics, names, embeddings)
-        run.log(flat)
-        for k, v in flat.items():
-            run.summary[k] = v
-        columns = ["id", "prompt"]
-        for name in names:
-            columns += [f"{name} audio", f"{name} spectrogram"]
-        table = wandb.Table(columns=columns)
-        ids = sorted({i.id for s in sets for i in s.audio_set.items})[:max_rows]
-        for cid in ids:
-            row: list[Any] = [cid, next((i.prompt for s in sets for i in s.audio_set.items if i.id == cid and i.prompt), "")]
-            for s in sets:
-                item = next((i for i in s.audio_set.items if i.id == cid), None)
-                if item is None:
-                    row += [None, None]
-                    continue
-                audio, rate = item.load()
-                mono = np.asarray(audio, dtype=np.float32).mean(axis=0)
-                row += [wandb.Audio(mono, sample_rate=rate, caption=cid), _image(wandb, spectrogram_png(audio, rate))]
-            table.add_data(*row)
-        charts: dict[str, Any] = {"eval/clips": table}
-        for emb in embeddings:
-            data = [[name, (metrics.get(name, {}).get(emb) or {}).get("fad")] for name in names]
-            data = [d for d in data if d[1] is not None]
-            if data:
-                t = wandb.Table(data=data, columns=["set", "fad"])
-                charts[f"eval/fad_{emb}"] = wandb.plot.bar(t, "set", "fad", title=f"FAD {emb} (lower is better)")
-        clap = [[name, metrics.get(name, {}).get("clap_score")] for name in [*names, "reference"]]
-        clap = [c for c in clap if c[1] is not None]
-        if clap:
-            t = wandb.Table(data=clap, columns=["set", "clap_score"])
-            charts["eval/clap_score"] = wandb.plot.bar(t, "set", "clap_score", title="CLAP score (higher is better)")
-        run.log(charts)
-        return str(Path(run.dir).parent)
-    finally:
-        run.finish()
+    mode = wandb_mode(mode)
+    with _data_dir(out_dir / "wandb" / "data" if mode == "offline" else None):
+        run = wandb.init(
+            project=project,
+            entity=entity,
+            group=group,
+            name=run_name,
+            job_type="eval",
+            dir=str(out_dir),
+            mode=mode,
+            config={"models": metrics.get("models"), "seed": metrics.get("seed"), "mode": metrics.get("mode")},
+        )
+        try:
+            flat = flat_metrics(metrics, names, embeddings)
+            run.log(flat)
+            for k, v in flat.items():
+                run.summary[k] = v
+            run.log(_clip_media(wandb, sets, max_rows))
+            run.log(_charts(wandb, metrics, names, embeddings))
+            return str(Path(run.dir).parent)
+        finally:
+            run.finish()
+
+
+def _clip_media(wandb: Any, sets: list[SetScores], max_rows: int) -> dict[str, Any]:
+    """The clips table (prompt, then audio and spectrogram per set) and the same media as plain keys."""
+    from tunekit.eval.images import spectrogram_png
+
+    columns = ["id", "prompt"]
+    for s in sets:
+        columns += [f"{s.name} audio", f"{s.name} spectrogram"]
+    table = wandb.Table(columns=columns)
+    media: dict[str, Any] = {}
+    ids = sorted({i.id for s in sets for i in s.audio_set.items})[:max_rows]
+    for cid in ids:
+        prompt = next((i.prompt for s in sets for i in s.audio_set.items if i.id == cid and i.prompt), "")
+        row: list[Any] = [cid, prompt]
+        for s in sets:
+            item = next((i for i in s.audio_set.items if i.id == cid), None)
+            if item is None:
+                row += [None, None]
+                continue
+            audio, rate = item.load()
+            mono = np.asarray(audio, dtype=np.float32).mean(axis=0)
+            png = spectrogram_png(audio, rate)
+            caption = prompt or cid
+            row += [wandb.Audio(mono, sample_rate=rate, caption=caption), _image(wandb, png, caption)]
+            media[f"eval/audio/{s.name}/{cid}"] = wandb.Audio(mono, sample_rate=rate, caption=caption)
+            media[f"eval/spectrogram/{s.name}/{cid}"] = _image(wandb, png, caption)
+        table.add_data(*row)
+    return {"eval/clips": table, **media}
+
+
+def _charts(wandb: Any, metrics: dict[str, Any], names: list[str], embeddings: list[str]) -> dict[str, Any]:
+    """Bar charts of FAD per embedding and of the CLAP score, one bar per set."""
+    charts: dict[str, Any] = {}
+    for emb in embeddings:
+        data = [[name, (metrics.get(name, {}).get(emb) or {}).get("fad")] for name in names]
+        data = [d for d in data if d[1] is not None]
+        if data:
+            t = wandb.Table(data=data, columns=["set", "fad"])
+            charts[f"eval/fad_{emb}"] = wandb.plot.bar(t, "set", "fad", title=f"FAD {emb} (lower is better)")
+    clap = [[name, metrics.get(name, {}).get("clap_score")] for name in [*names, "reference"]]
+    clap = [c for c in clap if c[1] is not None]
+    if clap:
+        t = wandb.Table(data=clap, columns=["set", "clap_score"])
+        charts["eval/clap_score"] = wandb.plot.bar(t, "set", "clap_score", title="CLAP score (higher is better)")
+    return charts

@@ -32,18 +32,27 @@ class NoLogger:
 
 
 class CSVLogger(NoLogger):
-    """`<run>/metrics.csv`: one row per logged step; new metric names extend the header."""
+    """`<run>/metrics.csv`: one row per logged step; new metric names extend the header.
+
+    Several calls for one step (training metrics, then validation) fill one row. A resumed run replaces the
+    rows a killed run wrote from its resume step on.
+    """
 
     def __init__(self, run_dir: str | Path, run_config: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(run_dir, run_config, **kwargs)
         self.path = self.run_dir / "metrics.csv"
         self.rows: list[dict[str, Any]] = []
+        self._logged: set[int] = set()  # steps logged by this process
         if self.path.is_file():
             with open(self.path, newline="") as f:
                 self.rows = list(csv.DictReader(f))
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
-        row = {"step": step, **metrics}
+        row: dict[str, Any] = {"step": step}
+        if step in self._logged:
+            row.update(next((r for r in self.rows if int(float(r["step"])) == step), {}))
+        row.update(metrics)
+        self._logged.add(step)
         self.rows = [r for r in self.rows if int(float(r.get("step", -1))) < step] + [row]
         fields: list[str] = []
         for r in self.rows:
