@@ -125,6 +125,8 @@ def generate_set(
                 peak = float(np.max(np.abs(clip))) if clip.size else 0.0
                 write_audio(paths[item.id], clip / peak * 0.99 if peak > 0.99 else clip, rate, subtype="FLOAT")
                 seeds[item.id] = seed
+            if len(prompts) > config.batch_size:
+                log(f"{which}: {len(seeds)}/{len(prompts)} clips")
         info = {"settings": settings, "model": what, "seeds": seeds, "rate": rate}
         write_json(manifest, info)
         del model

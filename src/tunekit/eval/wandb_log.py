@@ -122,6 +122,7 @@ def log_eval(
             dir=str(out_dir),
             mode=mode,
             config={"models": metrics.get("models"), "seed": metrics.get("seed"), "mode": metrics.get("mode")},
+            settings=wandb.Settings(quiet=True),
         )
         try:
             flat = flat_metrics(metrics, names, embeddings)

@@ -64,10 +64,19 @@ class RichReporter:
 
 
 class LogReporter:
-    """One log line per finished stage (quiet mode, CI)."""
+    """Plain log lines (quiet mode, CI, a pipe): a progress line per running stage every `every_s` seconds,
+    and one line per finished stage."""
 
-    def __init__(self) -> None:
+    def __init__(self, every_s: float = 10.0, clock: Any = None) -> None:
+        import time
+
+        self.every_s = every_s
+        self.clock = clock or time.monotonic
         self.started: dict[str, int] = {}
+        self.done: dict[str, int] = {}
+        self.hours: dict[str, float] = {}
+        self.t0: dict[str, float] = {}
+        self.last: dict[str, float] = {}
 
     def __enter__(self) -> LogReporter:
         return self
@@ -76,11 +85,27 @@ class LogReporter:
         return None
 
     def start_stage(self, name: str, total: int, audio_s: float) -> None:
-        """Remember the stage's size."""
+        """Remember the stage's size and start time."""
         self.started[name] = total
+        self.done[name] = 0
+        self.hours[name] = 0.0
+        self.t0[name] = self.last[name] = self.clock()
 
     def advance(self, name: str, audio_s: float, outcome: str, rejected: bool = False) -> None:
-        """Nothing per row."""
+        """Count one row; log the stage's progress when `every_s` has passed since its last line."""
+        if name not in self.started:
+            return
+        self.done[name] += 1
+        self.hours[name] += audio_s / 3600.0
+        now = self.clock()
+        if now - self.last[name] < self.every_s or self.done[name] >= self.started[name]:
+            return
+        self.last[name] = now
+        done, total = self.done[name], self.started[name]
+        elapsed = now - self.t0[name]
+        eta = elapsed / done * (total - done)
+        log.info("stage %-9s %d/%d rows (%.0f%%) %.2f h of audio, %s elapsed, eta %s", name, done, total,
+                 100.0 * done / max(total, 1), self.hours[name], _duration(elapsed), _duration(eta))
 
     def end_stage(self, stats: StageStats) -> None:
         """Log the stage's counts and time."""
@@ -94,3 +119,13 @@ class LogReporter:
             stats.failed,
             stats.wall_s,
         )
+
+
+def _duration(seconds: float) -> str:
+    """12 s, 3m05s, 1h02m."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"

@@ -95,7 +95,8 @@ class WandbLogger(NoLogger):
         if mode == "auto":
             mode = os.environ.get("WANDB_MODE") or ("online" if wandb_has_key() else "offline")
             if mode == "offline":
-                print("wandb: no API key found, logging offline into <out>/wandb (sync later with `wandb sync`)")
+                print(f"wandb: no API key found, logging offline into {self.run_dir / 'wandb'} "
+                      "(upload later with `wandb sync`)")
         self.log_audio = log_audio
         self._wandb = wandb
         run_id_file = self.run_dir / "wandb_run_id.txt"
@@ -106,7 +107,7 @@ class WandbLogger(NoLogger):
             write_text(run_id_file, run_id)
         self.run = wandb.init(
             project=project, entity=entity, mode=mode, dir=str(self.run_dir), config=run_config, id=run_id,
-            resume="allow", name=self.run_dir.name,
+            resume="allow", name=self.run_dir.name, settings=wandb.Settings(quiet=True),
         )
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
