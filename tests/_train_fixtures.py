@@ -1,6 +1,7 @@
 """Builders shared by the training tests: a small prepared dataset in the prep contract's exact layout
-(windows.parquet, tracks.parquet, per-track uint16 token files, audio, summary, attribution) and config
-composition for `tunekit train` / `tunekit generate`."""
+(windows.parquet, tracks.parquet, per-track uint16 token files, audio, summary, attribution), config
+composition for `tunekit train` / `tunekit generate`, child-process runs, and the tolerances for comparing
+two training runs that must take the same steps."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _numerics import as_array, assert_close, assert_close_in_norm, reorder_rtol
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME_RATE = 50.0
@@ -151,10 +153,56 @@ def generate_cfg(*overrides: str) -> Any:
     return load_config("generate", list(overrides), GenerateConfig)
 
 
-def child_env() -> dict[str, str]:
-    """Environment for child processes: this checkout first on the path, one thread per process."""
+# Where a child run (train_process, torchrun) saves the gradients of its first optimiser step, if set.
+GRADIENTS_ENV = "TUNEKIT_TEST_GRADIENTS"
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """Environment for child processes: this checkout first on the path, one thread per process.
+
+    Every thread-count variable is pinned (OpenMP, MKL, OpenBLAS), so a child computes with the same
+    number of threads, hence the same float reduction order, as a test that calls
+    `torch.set_num_threads(1)`, whatever the caller's environment says.
+    """
     path = os.pathsep.join([str(REPO / "tests"), str(REPO / "src")])
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+    one = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    return {**os.environ, "PYTHONPATH": path, **one, **extra}
+
+
+def capture_first_step_gradients(folder: Path, rank: int = 0, setattr_: Any = setattr) -> None:
+    """Make the trainer save, at its first optimiser step, the gradients the optimiser receives (after the
+    DDP all-reduce and clipping) to `<folder>/grads-rank<rank>.safetensors` and the weights they apply to
+    (the initial ones) to `<folder>/weights-rank<rank>.safetensors`, keyed by parameter name.
+
+    It wraps `param_groups` (to learn the names) and `build_optimizer` (to hook the optimiser's step) in the
+    trainer's namespace; pass pytest's `monkeypatch.setattr` as `setattr_` to undo it after an in-process test.
+    """
+    import tunekit.train.musicgen as trainer
+    from safetensors.torch import save_file
+
+    real_groups, real_build = trainer.param_groups, trainer.build_optimizer
+    names: dict[int, str] = {}
+
+    def groups(module: Any, weight_decay: float) -> list[dict[str, Any]]:
+        names.update({id(p): n for n, p in module.named_parameters()})
+        return real_groups(module, weight_decay)
+
+    def build(param_groups: list[dict[str, Any]], t: Any, device_type: str) -> tuple[Any, Any]:
+        opt, sched = real_build(param_groups, t, device_type)
+
+        def save(optimizer: Any, args: Any, kwargs: Any) -> None:
+            params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            folder.mkdir(parents=True, exist_ok=True)
+            for what, tensors in (("grads", [p.grad for p in params]), ("weights", params)):
+                save_file({names[id(p)]: x.detach().clone().contiguous() for p, x in zip(params, tensors)},
+                          str(folder / f"{what}-rank{rank}.safetensors"))
+            handle.remove()  # the first step only
+
+        handle = opt.register_step_pre_hook(save)
+        return opt, sched
+
+    setattr_(trainer, "param_groups", groups)
+    setattr_(trainer, "build_optimizer", build)
 
 
 def train_process(data: Path, out: Path, *overrides: str) -> subprocess.Popen:
@@ -165,16 +213,175 @@ def train_process(data: Path, out: Path, *overrides: str) -> subprocess.Popen:
     )
 
 
-def torchrun(nproc: int, data: Path, out: Path, *overrides: str) -> subprocess.CompletedProcess:
-    """`run_train` on `nproc` CPU processes (DDP over gloo), launched by torchrun."""
+def torchrun(nproc: int, data: Path, out: Path, *overrides: str, gradients: Path | None = None
+             ) -> subprocess.CompletedProcess:
+    """`run_train` on `nproc` CPU processes (DDP over gloo), launched by torchrun; with `gradients`, every rank
+    saves its first step's gradients there (see `capture_first_step_gradients`)."""
+    extra = {GRADIENTS_ENV: str(gradients)} if gradients is not None else {}
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
          __file__, str(data), str(out), *overrides],
-        capture_output=True, env=child_env(), text=True,
+        capture_output=True, env=child_env(**extra), text=True,
     )
+
+
+# ---- comparing two training runs ------------------------------------------------------------------------------
+
+
+def musicgen_sums(model_name: str, *, windows: int, frames: int, text_tokens: int, tokens: int, lora_r: int = 0
+                  ) -> dict[str, list[int]]:
+    """Sizes of the float32 sums on the longest path through one training step of a tiny MusicGen on `windows`
+    windows of up to `frames` frames, for `_numerics.reorder_rtol`.
+
+    forward: the text encoder (T5) then the decoder, block by block: a norm (width), a projection (width, plus
+    r through a LoRA adapter), the attention scores (head size), the softmax and the weighted values (keys), the
+    output projection; the feed-forward's two projections; the final norm, a head (width) and the log-softmax
+    (vocabulary). loss: the sum over the step's `tokens`. backward: the decoder's sums again, the heads'
+    contributions summed over codebooks x vocabulary, and each weight gradient's sum over the rows of the whole
+    step (windows x decoder steps, accumulation and ranks included).
+    """
+    from transformers import AutoConfig
+
+    from tunekit.models.registry import resolve
+    from tunekit.train.loss import codebook_delays
+
+    cfg = AutoConfig.from_pretrained(resolve(model_name, tiny=True))
+    t5, dec = cfg.text_encoder, cfg.decoder
+    steps = frames + max(codebook_delays(dec.num_codebooks, dec.audio_channels))
+    inner = t5.num_heads * t5.d_kv
+    text = [t5.d_model, t5.d_model, t5.d_kv, text_tokens, text_tokens, inner, t5.d_model, t5.d_model, t5.d_ff]
+    forward = text * t5.num_layers + [t5.d_model, t5.d_model]  # final norm, projection into the decoder
+    h, head, r = dec.hidden_size, dec.hidden_size // dec.num_attention_heads, lora_r
+    block = [h, h + r, head, steps, steps, h + r,  # self-attention
+             h, h + r, head, text_tokens, text_tokens, h + r,  # cross-attention
+             h, h + r, dec.ffn_dim + r]  # feed-forward
+    decoder = block * dec.num_hidden_layers
+    forward += decoder + [h, h, dec.vocab_size]
+    backward = decoder + [dec.num_codebooks * dec.vocab_size, windows * steps]
+    return {"forward": forward, "loss": [tokens], "backward": backward}
+
+
+# Adam-updated weights of two runs whose gradients differ only by rounding, compared as ‖Δ‖ / ‖W − W0‖ over
+# the whole adapter. Adam divides by √v, so an element's step changes little where its gradient is resolved
+# (|Δ step| ≲ 2·δ·lr for a relative gradient error δ, ~1e-6 measured), but by up to 2·lr where its gradient (or
+# its momentum) lies within rounding of zero; such an element then stays up to 2·Σlr apart. In the tests' 3-step
+# runs (45k LoRA parameters, lr 1e-3, ‖W − W0‖ ≈ 0.26) that is at most 1.6% of the update per element, and the
+# expected number of such elements is well under one (a share ~δ of them), so 3e-2 leaves room for three. A loss
+# normalised per rank or per micro-batch instead of by the global token count moves the weights by ~0.3 of the
+# update, ten times the tolerance (its gradient, compared to rounding, is caught with far more margin).
+ADAM_WEIGHT_RTOL = 3e-2
+
+
+def adam_step_bound(betas: tuple[float, float], step: int) -> float:
+    """The largest |m̂/√v̂| Adam can take at `step` (1-based), whatever the gradients.
+
+    m̂ = Σ w_i·g_i and v̂ = Σ w'_i·g_i² with the bias-corrected weights w_i = (1−β1)·β1^(t−i) / (1−β1^t) and
+    w'_i likewise for β2; by Cauchy–Schwarz |m̂| / √v̂ <= √(Σ w_i² / w'_i). It is 1 at step 1.
+    """
+    b1, b2 = betas
+    ages = np.arange(step)
+    w1 = (1 - b1) * b1 ** ages / (1 - b1 ** step)
+    w2 = (1 - b2) * b2 ** ages / (1 - b2 ** step)
+    return float(np.sqrt(np.sum(w1 ** 2 / w2)))
+
+
+def loss_tolerances(rows: list[dict[str, Any]], *, loss_rtol: float, n_params: int,
+                    betas: tuple[float, float]) -> list[float]:
+    """Bounds on |Δ loss| per logged step between two runs that take the same steps up to rounding.
+
+    Step 1 is computed before any update: float32 rounding only, loss_rtol·loss. Later, one AdamW step moves
+    each weight by at most adam_step_bound·lr, so the runs' weights differ by at most 2·√P·Σ_(j<k) bound_j·lr_j
+    before step k (every element on opposite sides: the worst case), and the loss by at most the logged
+    gradient norm times that (first order; the weight decay part differs only by lr·wd·|Δθ|, second order).
+    """
+    out, apart = [], 0.0
+    for k, row in enumerate(rows, start=1):
+        out.append(float(loss_rtol * abs(row["loss"]) + row["grad_norm"] * apart))
+        apart += 2 * float(np.sqrt(n_params)) * adam_step_bound(betas, k) * row["lr"]
+    return out
+
+
+def _adapter(run: Path) -> dict[str, Any]:
+    """The exported adapter's tensors, named as the trained module's parameters."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(run / "adapter" / "adapter_model.safetensors"))
+    return {k.removeprefix("base_model.model.").replace(".weight", ".default.weight"): v for k, v in tensors.items()}
+
+
+def _loss_rows(run: Path) -> list[dict[str, Any]]:
+    rows = (json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines())
+    return [r for r in rows if "loss" in r]
+
+
+def step_bounds(ref: Path, grads: Path) -> dict[str, Any]:
+    """Tolerances for runs that must take the steps of the one-process run `ref` (whose first-step gradients
+    are in `grads`): gradient_rtol and loss_rtol (`reorder_rtol` of `musicgen_sums`), the trained parameter
+    count and AdamW's betas."""
+    from omegaconf import OmegaConf
+    from safetensors.torch import load_file
+
+    cfg = OmegaConf.load(ref / "config.yaml")
+    sums = musicgen_sums(
+        cfg.model.name, windows=cfg.trainer.batch_size * cfg.trainer.grad_accum,
+        frames=int(round(cfg.data.crop_seconds * FRAME_RATE)), text_tokens=cfg.data.max_text_tokens,
+        tokens=_loss_rows(ref)[0]["tokens"], lora_r=cfg.method.r if cfg.method.name == "lora" else 0,
+    )
+    return {
+        "gradient_rtol": reorder_rtol(*sums["forward"], *sums["loss"], *sums["backward"]),
+        "loss_rtol": reorder_rtol(*sums["forward"], *sums["loss"]),
+        "n_params": sum(v.numel() for v in load_file(str(grads / "grads-rank0.safetensors")).values()),
+        "betas": tuple(cfg.trainer.betas),
+    }
+
+
+def assert_same_steps(ref: Path, ref_grads: Path, run: Path, grads: Path, *, what: str, ranks: int = 1
+                      ) -> dict[str, float]:
+    """`run` took the same optimiser steps as `ref` (DDP, accumulation, checkpointing against one plain batch).
+
+    Their first step's gradients (saved by `capture_first_step_gradients`, every rank of `run`) agree per tensor
+    to gradient_rtol in norm; their losses agree within `loss_tolerances`; their exported adapters agree to
+    ADAM_WEIGHT_RTOL of the update ‖W − W0‖. Returns the measured ratios (Δ / tolerance) for reports.
+    """
+    from safetensors.torch import load_file
+
+    bounds = step_bounds(ref, ref_grads)
+    expected = load_file(str(ref_grads / "grads-rank0.safetensors"))
+    measured: dict[str, float] = {}
+    for rank in range(ranks):
+        got = load_file(str(grads / f"grads-rank{rank}.safetensors"))
+        ratios = assert_close_in_norm(got, expected, rtol=bounds["gradient_rtol"],
+                                      what=f"{what}: step-1 gradient of rank {rank}")
+        measured["gradient"] = max(measured.get("gradient", 0.0), max(ratios.values()) / bounds["gradient_rtol"])
+
+    ref_rows, rows = _loss_rows(ref), _loss_rows(run)
+    assert [r["step"] for r in rows] == [r["step"] for r in ref_rows], what
+    assert [r["tokens"] for r in rows] == [r["tokens"] for r in ref_rows], f"{what}: another token count per step"
+    tols = loss_tolerances(ref_rows, loss_rtol=bounds["loss_rtol"], n_params=int(bounds["n_params"]),
+                           betas=bounds["betas"])
+    losses, ref_losses = [r["loss"] for r in rows], [r["loss"] for r in ref_rows]
+    assert_close(losses, ref_losses, atol=np.array(tols), what=f"{what}: losses by step")
+    measured["loss"] = float(max(abs(x - y) / t for x, y, t in zip(losses, ref_losses, tols)))
+
+    w0 = load_file(str(ref_grads / "weights-rank0.safetensors"))
+    a, b = _adapter(ref), _adapter(run)
+    assert a.keys() == b.keys() == w0.keys(), f"{what}: the adapters hold other tensors"
+    names = sorted(a)
+    delta = np.concatenate([as_array(b[k] - a[k]).ravel() for k in names])
+    update = np.concatenate([as_array(a[k] - w0[k]).ravel() for k in names])
+    ratio = float(np.linalg.norm(delta) / np.linalg.norm(update))
+    worst_name = max(names, key=lambda k: float((b[k] - a[k]).abs().max()))
+    assert ratio <= ADAM_WEIGHT_RTOL, (
+        f"{what}: adapters differ by {ratio:.3g} of the update ‖W − W0‖ (tolerance {ADAM_WEIGHT_RTOL}); "
+        f"largest in {worst_name}: max |Δ| {float((b[worst_name] - a[worst_name]).abs().max()):.3g}"
+    )
+    measured["weights"] = ratio / ADAM_WEIGHT_RTOL
+    return measured
 
 
 if __name__ == "__main__":
     from tunekit.train.run import run_train
 
+    if os.environ.get(GRADIENTS_ENV):
+        capture_first_step_gradients(Path(os.environ[GRADIENTS_ENV]), int(os.environ.get("RANK", "0")))
     raise SystemExit(run_train(train_cfg(Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:])))

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from tunekit.corpus.license import FAMILIES, POLICIES, attribution_text, license_allowed, normalize_license
+from tunekit.corpus.license import (
+    FAMILIES,
+    HF_LICENSES,
+    POLICIES,
+    attribution_text,
+    combined_license,
+    hf_license_id,
+    license_allowed,
+    license_name,
+    normalize_license,
+)
 from tunekit.errors import ConfigError
 
 # raw string -> (family, spdx, version, jurisdiction, canonical deed URL)
@@ -166,3 +176,67 @@ def test_attribution_text() -> None:
         "(https://creativecommons.org/publicdomain/zero/1.0/)")
     assert attribution_text(normalize_license("Free Art License 1.3"), "A", "B", None) == (
         "\u201cB\u201d by A, licensed under Free Art License 1.3")
+
+
+# -- one name per licence, and the licence of a work made from several ---------------------------------
+
+@pytest.mark.parametrize("raw", [raw for raw, *_ in CASES] + [
+    "Attribution-ShareAlike", "Attribution-ShareAlike 2.1 Japan", "FMA-Limited: Download Only", "CC BY 5.0",
+    "https://example.com/my-licence", "Public Domain", "!!!",
+])
+def test_a_licence_id_normalises_back_to_itself(raw: str) -> None:
+    info = normalize_license(raw)
+    again = normalize_license(info.id)
+    assert again.id == info.id, (raw, info.id, again.id)
+    assert (again.family, again.version) == (info.family, info.version), raw
+    assert license_name(raw) == license_name(info.id) == info.id
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("Attribution-ShareAlike", "CC-BY-SA"),  # no version: still one name, not "unknown" or "other"
+    ("CC BY-NC-SA", "CC-BY-NC-SA"),
+    ("https://creativecommons.org/licenses/by-sa/4.0/", "CC-BY-SA-4.0"),
+    ("Attribution-ShareAlike 4.0 International", "CC-BY-SA-4.0"),
+    ("Attribution-ShareAlike 2.1 Japan", "CC-BY-SA-2.1"),  # a version SPDX does not list
+    ("Attribution-Noncommercial-Share Alike 3.0 United States", "CC-BY-NC-SA-3.0"),
+    ("Public Domain", "Public-Domain"),
+    ("FMA-Limited: Download Only", "LicenseRef-FMA-Limited-Download-Only"),
+    (None, None),
+    ("n/a", None),
+])
+def test_licence_ids(raw: str | None, expected: str | None) -> None:
+    assert normalize_license(raw).id == expected
+    assert license_name(raw) == (expected or "unknown")
+
+
+@pytest.mark.parametrize("licences,expected", [
+    (["CC-BY-4.0", "CC0-1.0"], "CC-BY-4.0"),
+    (["CC0-1.0", "Public Domain Mark 1.0"], "CC0-1.0"),
+    (["CC-BY-SA-3.0", "CC-BY-4.0"], "CC-BY-SA-3.0"),  # BY works may be adapted under BY-SA
+    (["CC-BY-NC-SA-4.0", "CC-BY-NC-4.0", "CC-BY-4.0"], "CC-BY-NC-SA-4.0"),
+    (["CC-BY-NC-4.0", "CC-BY-4.0"], "CC-BY-NC-4.0"),
+    (["CC-BY-NC-3.0", "CC-BY-4.0"], "CC-BY-NC-4.0"),  # versions differ: 4.0
+    (["CC-BY-SA-3.0", "CC-BY-SA-4.0"], "CC-BY-SA-4.0"),
+    (["Attribution-ShareAlike", "CC-BY-4.0"], "CC-BY-SA"),  # the ShareAlike work sets the version: unknown
+    (["Attribution-ShareAlike"], "CC-BY-SA"),
+    (["CC-BY-ND-4.0", "CC-BY-NC-4.0"], "CC-BY-NC-ND-4.0"),
+    (["CC-BY-SA-4.0", "CC-BY-NC-4.0"], None),  # BY-SA asks for BY-SA, BY-NC forbids what BY-SA allows
+    (["CC-BY-SA-4.0", "CC-BY-NC-SA-4.0"], None),
+    (["CC-BY-ND-4.0", "CC-BY-SA-4.0"], None),
+    (["CC-BY-4.0", "Free Art License 1.3"], None),
+    (["CC-BY-4.0", None], None),
+    ([], None),
+])
+def test_combined_licence_takes_the_most_restrictive_terms(licences: list, expected: str | None) -> None:
+    combined = combined_license(normalize_license(x) for x in licences)
+    assert (combined.id if combined else None) == expected, licences
+
+
+@pytest.mark.parametrize("raw,hub", [
+    ("CC-BY-4.0", "cc-by-4.0"), ("CC-BY-NC-SA-3.0", "cc-by-nc-sa-3.0"), ("CC0-1.0", "cc0-1.0"),
+    ("PDDL-1.0", "pddl"), ("CC-BY-SA-2.0", "other"), ("Attribution-ShareAlike", "other"),
+    ("FMA-Limited: Download Only", "other"), ("Public Domain Mark 1.0", "other"), (None, "other"),
+])
+def test_hugging_face_licence_ids(raw: str | None, hub: str) -> None:
+    assert hf_license_id(normalize_license(raw)) == hub
+    assert hub in HF_LICENSES or hub == "other"

@@ -35,6 +35,9 @@ def test_every_demo_file_is_read_with_its_format_and_licence(demo):
         assert row["license"] == (t["license_spdx"] or None), (path, row["license_raw"])
         if not t["license_spdx"]:
             assert row["reason"] == "license_unknown"
+        elif t["metadata"] == "both":  # metadata.csv names CC BY-ND: license_prefer=strict refuses the track
+            assert row["reason"] == "license_conflict", (path, row["reason"])
+            assert row["license_conflict"] == f"sidecar: {t['license_spdx']}; csv: CC-BY-ND-4.0"
         elif "-ND-" in t["license_spdx"]:
             assert row["reason"] == "license_not_allowed:by-nd"
         else:

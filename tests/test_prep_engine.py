@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_prep_helpers import music, prep_config, sidecar, write
 
-from tunekit.errors import ConfigError
+from tunekit.errors import ConfigError, ConfigErrors, RunFailedError
 from tunekit.prep.run import run_prep
 
 pytestmark = pytest.mark.integration
@@ -38,6 +38,17 @@ def snapshot(out: Path) -> dict[str, bytes]:
     files = {name: (out / name).read_bytes() for name in OUTPUTS}
     files.update({f"audio/{p.name}": p.read_bytes() for p in sorted((out / "audio").iterdir())})
     return files
+
+
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    """One BLAS thread in this process, as in every prep process: `tunekit prep` and the pool's workers set it
+    before numpy loads (here numpy is already loaded). OpenBLAS splits a matrix product differently for another
+    thread count, which changes the last bits of the true peak, and the outputs are compared byte for byte."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -223,4 +234,120 @@ def test_a_model_that_cannot_be_found_stops_the_run_before_any_work(tmp_path):
     cfg.stages = [*cfg.stages, "tokens"]  # facebook/encodec_32khz, not downloaded (tests run offline)
     with pytest.raises(WeightsNotFoundError, match="models=tiny"):
         run_prep(cfg)
+    assert not (out / ".cache" / "stages" / "ingest").exists() and not (out / "tracks.parquet").exists()
+
+
+def _summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_a_stage_failing_for_every_window_fails_the_run_and_the_rerun_resumes(tmp_path, monkeypatch):
+    """Every window failing in the tokens stage: the run exits non-zero naming the stage, the count and
+    the first error; the summary and the tables say failed (not ok); after the fix, the same command
+    resumes with only the failed stage to compute."""
+    from test_prep_helpers import read_table
+
+    import tunekit.prep.tokens as tokens
+    from tunekit.prep.config import CORE_STAGES
+
+    corpus = make_corpus(tmp_path / "corpus", 2, 11.0, seed=500)
+    out = tmp_path / "out"
+    cfg = prep_config(corpus, out, stages=[*CORE_STAGES, "tokens"], tokens__device="cpu")
+    cfg.models.tiny = True
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated codec failure")
+
+    monkeypatch.setattr(tokens, "encode_windows", broken)
+    with pytest.raises(RunFailedError) as err:
+        run_prep(cfg)
+    message = str(err.value)
+    first = "first error: RuntimeError: simulated codec failure"
+    assert f"stage tokens failed for 2 of 2 windows (all of them); {first}" in message
+    assert "no usable training window" in message and str(out / "prep.log") in message
+    summary = _summary(out)
+    assert summary["status"] == "failed" and len(summary["problems"]) == 2, summary["problems"]
+    c = summary["counts"]
+    assert (c["tracks"], c["ok"], c["failed"], c["windows"]) == (2, 0, 2, 0), c
+    assert summary["stages"]["tokens"]["failed"] == 2
+    assert "simulated codec failure" in summary["stages"]["tokens"]["first_error"]
+    tracks = read_table(out / "tracks.parquet")
+    verdicts = {(t["status"], t["failed_stage"], t["reason"]) for t in tracks}
+    assert verdicts == {("failed", "tokens", "error:RuntimeError")}
+
+    monkeypatch.undo()
+    assert run_prep(cfg) == 0
+    stats = stage_counts(out)
+    for name in ("decode", "quality", "loudness", "window"):
+        assert stats[name]["computed"] == 0 and stats[name]["cached"] == 2, (name, stats[name])
+    assert (stats["tokens"]["computed"], stats["tokens"]["failed"]) == (2, 0)
+    summary = _summary(out)
+    assert (summary["status"], summary["problems"]) == ("ok", [])
+    assert (summary["counts"]["ok"], summary["counts"]["windows"]) == (2, 2)
+    assert all(w["tokens_path"] for w in read_table(out / "windows.parquet"))
+
+
+def test_a_stage_failing_for_more_than_max_failed_fraction_fails_the_run(tmp_path, monkeypatch):
+    import tunekit.prep.quality as quality
+
+    corpus = make_corpus(tmp_path / "corpus", 3, 11.0, seed=600)
+    real = quality.check_quality
+
+    def flaky(row, cfg, ctx):
+        if row.source_path != "t00.wav":
+            raise RuntimeError(f"simulated analysis bug in {row.source_path}")
+        return real(row, cfg, ctx)
+
+    monkeypatch.setattr(quality, "check_quality", flaky)
+    expected = (
+        r"stage quality failed for 2 of 3 tracks \(more than max_failed_fraction=0\.5\); "
+        r"first error: RuntimeError: simulated analysis bug in t0[12]\.wav"
+    )
+    with pytest.raises(RunFailedError, match=expected):
+        run_prep(prep_config(corpus, tmp_path / "strict"))
+    assert _summary(tmp_path / "strict")["status"] == "failed"
+
+    assert run_prep(prep_config(corpus, tmp_path / "lenient", max_failed_fraction=0.7)) == 0
+    summary = _summary(tmp_path / "lenient")
+    assert (summary["status"], summary["counts"]["ok"], summary["counts"]["failed"]) == ("ok", 1, 2)
+    assert summary["stages"]["quality"]["failed"] == 2
+
+
+def test_a_run_without_a_usable_window_exits_non_zero(tmp_path):
+    """Nothing to train on is a failure even when no stage raised: exit code 1, one clear last line."""
+    from tunekit.prep.config import CORE_STAGES
+
+    corpus = make_corpus(tmp_path / "corpus", 2, 11.0, seed=700)
+    out = tmp_path / "out"
+    res = subprocess.run(
+        [sys.executable, "-m", "tunekit", "prep", f"corpus={corpus}", f"out={out}", "workers=1", "quiet=true",
+         f"stages=[{','.join(CORE_STAGES)}]", "quality.min_seconds=60"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 1, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("tunekit: error: prep failed: no usable training window: of 2 tracks 0 are ok"), last
+    assert "2 rejected and 0 failed" in last, last
+    assert "too_short in quality: 2" in last and "Traceback" not in res.stderr
+    summary = _summary(out)
+    assert summary["status"] == "failed" and summary["problems"][0].startswith("no usable training window")
+
+
+def test_values_the_models_do_not_accept_stop_the_run_before_any_work(tmp_path):
+    """A codec bandwidth the codec lacks and a segment longer than Demucs was trained on are found in the
+    model files before the first stage runs, and reported together."""
+    from tunekit.prep.config import CORE_STAGES
+    from tunekit.prep.registry import ORDER
+
+    corpus = make_corpus(tmp_path / "corpus", 1, 11.0)
+    out = tmp_path / "out"
+    stages = [s for s in ORDER if s in {*CORE_STAGES, "separate", "tokens"}]
+    cfg = prep_config(corpus, out, stages=stages, tokens__bandwidth=1.0, separate__segment_seconds=30.0)
+    cfg.models.tiny = True
+    with pytest.raises(ConfigErrors) as err:
+        run_prep(cfg)
+    problems = err.value.problems
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("separate.segment_seconds=30.0 is longer than the 7.80 s"), problems
+    assert problems[1].startswith("tokens.bandwidth=1.0 is not one of the bandwidths") and "[2.2]" in problems[1]
     assert not (out / ".cache" / "stages" / "ingest").exists() and not (out / "tracks.parquet").exists()

@@ -286,6 +286,7 @@ def test_tracks_table_contract(prepared):
 
 def test_summary_counts_and_stages(prepared):
     _, out, tracks, windows, summary = prepared
+    assert (summary["status"], summary["problems"]) == ("ok", [])
     c = summary["counts"]
     assert c["tracks"] == len(EXPECTED) and c["ok"] == 7 and c["rejected"] == len(EXPECTED) - 7
     assert c["windows"] == len(windows) == 9 and c["windows_full"] == 4 and c["windows_partial"] == 5

@@ -52,8 +52,8 @@ def test_stage_names_order_and_required_stages_are_checked():
 
 
 def test_registry_slots_for_model_stages_are_in_place():
-    # Separation is between quality and loudness; tagging, captions and tokens come after windows.
-    assert ORDER.index("quality") < ORDER.index("separate") < ORDER.index("loudness")
+    # Duplicates are resolved after quality; separation before loudness; tagging, captions and tokens after windows.
+    assert ORDER.index("quality") < ORDER.index("dedupe") < ORDER.index("separate") < ORDER.index("loudness")
     assert ORDER.index("split") < ORDER.index("tag") < ORDER.index("caption") < ORDER.index("tokens")
     assert STAGES["separate"].produces_audio and STAGES["loudness"].produces_audio
     assert all(STAGES[n].kind == "window" for n in ("tag", "caption", "tokens"))
@@ -91,6 +91,8 @@ def test_shipped_prep_yaml_states_the_schema_defaults():
         "workers",
         "license_policy",
         "allow_unknown_license",
+        "license_prefer",
+        "max_failed_fraction",
         "quiet",
         "overwrite",
         "cache_dir",
@@ -421,6 +423,109 @@ def test_batched_window_stage_runs_caches_and_drops_rejected_windows(tmp_path):
         assert out[1].windows[1].extra["label"] == "t1_0002:30"
         assert stats.rejected == 2 and engine.window_rejects["label:unlabelled"] == 2
         assert (stats.computed, stats.cached) == ((6, 0) if attempt == 0 else (0, 6))
+
+
+def _broken_windows(rows: list[WindowRow], section, ctx) -> list[WindowRow | Rejection]:
+    """Raises for every window of track t0, rejects every window of t1, passes t2's."""
+    if any(w.track_id == "t0" for w in rows):
+        raise ValueError(f"codec exploded on {rows[0].window_id}")
+    return [Rejection("unlabelled", "") if w.track_id == "t1" else w for w in rows]
+
+
+def _three_tracks_of_windows() -> list[TrackRow]:
+    return [
+        TrackRow(
+            f"t{t}",
+            f"t{t}.wav",
+            windows=[
+                WindowRow(f"t{t}_{i:04d}", f"t{t}", i, "a.flac", i * 30.0, 30.0, i * 30.0, i, 1, 1, audio_key=f"{t}{i}")
+                for i in range(3)
+            ],
+        )
+        for t in range(3)
+    ]
+
+
+def test_a_track_that_loses_every_window_is_failed_or_rejected_never_ok(tmp_path):
+    """A window stage that fails every window of a track fails the track (it must not stay `ok` with
+    nothing to train on); one that rejects them all rejects it. Failures are counted per stage."""
+    from tunekit.prep.engine import Engine
+    from tunekit.prep.executors import SerialExecutor
+    from tunekit.prep.registry import StageSpec
+
+    spec = StageSpec("label", "test_prep_units:_broken_windows", ("window",), kind="window", batch_size=3)
+    registry = {"label": spec}
+    ctx = StageContext(str(tmp_path), str(tmp_path), str(tmp_path / ".cache"))
+    engine = Engine(PrepConfig(), ctx, SerialExecutor, registry=registry)
+    out = engine.run(_three_tracks_of_windows(), ["label"])
+    assert [(r.status, r.failed_stage, len(r.windows)) for r in out] == [
+        ("failed", "label", 0),
+        ("rejected", "label", 0),
+        (OK, None, 3),
+    ]
+    assert out[0].reason == "error:ValueError" and "3 of 3 windows failed" in (out[0].reason_detail or "")
+    assert out[1].reason == "no_windows" and "unlabelled" in (out[1].reason_detail or "")
+    stats = engine.stats["label"]
+    assert (stats.rows, stats.failed, stats.rejected) == (9, 3, 3)
+    assert stats.first_error == "ValueError: codec exploded on t0_0000 (window t0_0000)"
+
+    # 3 of 9 windows failed: within max_failed_fraction=0.5, beyond 0.3.
+    assert engine.failures(0.5) == []
+    assert engine.failures(0.3) == [
+        "stage label failed for 3 of 9 windows (more than max_failed_fraction=0.3); "
+        "first error: ValueError: codec exploded on t0_0000 (window t0_0000)"
+    ]
+
+
+def test_a_stage_that_fails_every_row_fails_whatever_the_threshold(tmp_path):
+    from tunekit.prep.engine import Engine
+    from tunekit.prep.executors import SerialExecutor
+    from tunekit.prep.registry import StageSpec
+
+    registry = {"boom": StageSpec("boom", "test_prep_units:_boom_stage", ("window",), cache=False)}
+    ctx = StageContext(str(tmp_path), str(tmp_path), str(tmp_path / ".cache"))
+    engine = Engine(PrepConfig(), ctx, SerialExecutor, registry=registry)
+    engine.run([TrackRow("b", "b.wav")], ["boom"])
+    (line,) = engine.failures(1.0)
+    assert line == "stage boom failed for 1 of 1 tracks (all of them); first error: ValueError: bad file b.wav (b.wav)"
+
+
+_ran: list[str] = []
+
+
+def _record_run(row: TrackRow, section, ctx) -> TrackRow:
+    _ran.append(row.source_path)
+    return row
+
+
+def _two_problems(section, models) -> list[str]:
+    return ["window.seconds=30 is longer than the model's 10 s", "window.align: the model has no beats"]
+
+
+def _raises_config_error(section, models) -> list[str]:
+    from tunekit.errors import ConfigError
+
+    raise ConfigError("window.min_seconds: the model needs at least 1 s")
+
+
+def test_model_checks_report_every_problem_before_any_stage_runs(tmp_path):
+    from tunekit.errors import ConfigErrors
+    from tunekit.prep.engine import Engine
+    from tunekit.prep.executors import SerialExecutor
+    from tunekit.prep.registry import StageSpec
+
+    fn = "test_prep_units:_record_run"
+    registry = {
+        "first": StageSpec("first", fn, ("window",), cache=False),
+        "a": StageSpec("a", fn, ("window",), cache=False, preflight="test_prep_units:_two_problems"),
+        "b": StageSpec("b", fn, ("window",), cache=False, preflight="test_prep_units:_raises_config_error"),
+    }
+    ctx = StageContext(str(tmp_path), str(tmp_path), str(tmp_path / ".cache"))
+    _ran.clear()
+    with pytest.raises(ConfigErrors) as err:
+        Engine(PrepConfig(), ctx, SerialExecutor, registry=registry).run([TrackRow("a", "a.wav")], ["first", "a", "b"])
+    assert err.value.problems == [*_two_problems(None, None), "window.min_seconds: the model needs at least 1 s"]
+    assert _ran == []  # not even the first stage ran
 
 
 def _kick_track(seconds: float, rate: int, first: float, period: float, accent_every: int = 4) -> np.ndarray:

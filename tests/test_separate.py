@@ -58,7 +58,12 @@ def test_streamed_segments_equal_whole_track_apply_model(model, tmp_path: Path) 
     others_ref = np.delete(stems, model.sources.index("vocals"), axis=0).sum(axis=0)
     assert np.abs(vocals_ref).max() > 1e-3  # the tiny model really outputs something
 
-    # Batches of 1 and 3 segments flush the rolling buffer at different points; both equal the reference.
+    # Batches of 1 and 3 segments flush the rolling buffer at different points; both equal the reference up to
+    # the rounding of other kernels (batch sizes, overlap-add order). This network's float32 output lies within
+    # 4e-8 of a float64 evaluation, also with MKL, oneDNN and ATen forced onto their generic code paths; two
+    # evaluations differ by at most the sum of their errors, so 1e-6 (13·eps32 of the mix's 0.65 peak) leaves
+    # a factor of ten for kernels that round worse, while a misplaced or misweighted segment shows at the
+    # stems' own scale (~1e-2).
     one = separate(mix, model, SeparateConfig(batch_segments=1))
     three = separate(mix, model, SeparateConfig(batch_segments=3, instrumental="sum"))
     np.testing.assert_allclose(one.vocals, vocals_ref, atol=1e-6)
@@ -94,7 +99,7 @@ def test_shifts_match_library_with_same_offsets_and_are_deterministic(model, mon
     stems = _library_stems(model, mix, overlap=0.25, shifts=2)
     first = separate(mix, model, cfg)
     np.testing.assert_allclose(first.vocals, stems[model.sources.index("vocals")], atol=1e-6)
-    assert np.array_equal(separate(mix, model, cfg).vocals, first.vocals)
+    assert np.array_equal(separate(mix, model, cfg).vocals, first.vocals)  # a rerun of the same code: bitwise
 
 
 def test_deterministic_without_shifts_and_mono_keeps_its_shape(model) -> None:
@@ -102,7 +107,7 @@ def test_deterministic_without_shifts_and_mono_keeps_its_shape(model) -> None:
     a = separate(mix, model, SeparateConfig(batch_segments=2))
     b = separate(mix, model, SeparateConfig(batch_segments=2))
     assert np.array_equal(a.vocals, b.vocals) and np.array_equal(a.instrumental, b.instrumental)
-    # Another batch size only changes float rounding inside the batched convolutions.
+    # Another batch size only changes float rounding inside the batched convolutions (see the first test).
     np.testing.assert_allclose(separate(mix, model, SeparateConfig(batch_segments=1)).vocals, a.vocals, atol=1e-6)
     mono = separate(mix[:1], model, SeparateConfig(), keep_vocals=False)
     assert mono.instrumental.shape == (1, mix.shape[1]) and mono.vocals is None

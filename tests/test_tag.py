@@ -222,6 +222,20 @@ def _write_track(path, audio: np.ndarray) -> None:
 
 
 @pytest.mark.integration
+def test_preflight_refuses_a_checkpoint_that_is_not_clap(tiny_clap):
+    """Checked before any work: a non-CLAP `tag.clap_model` would otherwise fail every window."""
+    from tunekit.models.config import ModelsConfig
+    from tunekit.models.registry import resolve
+    from tunekit.prep.tag import TagConfig, tag_preflight
+
+    models = ModelsConfig(tiny=True)
+    assert tag_preflight(TagConfig(), models) == []
+    codec_folder = resolve("facebook/encodec_32khz", tiny=True)
+    (problem,) = tag_preflight(TagConfig(clap_model=codec_folder), models)
+    assert problem.startswith("tag.clap_model: ") and "is a encodec checkpoint, not CLAP" in problem
+    assert tag_preflight(TagConfig(clap_model=codec_folder, clap=False), models) == []
+
+
 def test_tag_and_caption_stages_on_a_track(tmp_path, tiny_clap, caplog):
     """tag_window on each window, tag_tracks over the track, then caption_window: the columns of the contract."""
     from tunekit.models.config import ModelsConfig

@@ -97,6 +97,8 @@ def test_round_trip_through_the_token_file(codec, tmp_path: Path) -> None:
         got = read_window_tokens(tmp_path, row)
         direct = _direct_encode(model, window)  # one frame more for the partial window (86.5 → 87)
         assert direct.shape[1] - got.shape[0] in (0, 1)
+        # Batch 1 runs the codec's own computation on the same float32 samples and shapes (an all-ones padding
+        # mask changes nothing), in this process: the tokens are identical, not merely close.
         np.testing.assert_array_equal(got.T, direct[:, : got.shape[0]])
         np.testing.assert_array_equal(decode_tokens(got, model), _decode(model, direct[:, : got.shape[0]]))
 
@@ -161,6 +163,32 @@ def test_codec_and_config_checks(codec) -> None:
     assert any(p.startswith("tokens.batch_size") for p in problems)
     assert any(p.startswith("tokens.bandwidth") for p in problems)
     assert TokensConfig().problems() == []
+
+
+def test_every_codec_problem_is_reported_at_once(codec) -> None:
+    model, _ = codec
+    config = copy.deepcopy(model.config)
+    config.chunk_length_s, config.overlap = 1.0, 0.01
+    config.codebook_size = 1 << 17
+    problems = tok.codec_problems(config, 24000, TokensConfig(bandwidth=6.0))
+    assert len(problems) == 4, problems
+    assert "chunks" in problems[0] and "uint16" in problems[1]
+    assert problems[2].startswith("tokens.bandwidth=6.0 is not one of the bandwidths") and "[2.2]" in problems[2]
+    assert "24000 Hz" in problems[3] and "32000 Hz" in problems[3]
+    assert tok.codec_problems(model.config, 32000, TokensConfig()) == []
+
+
+def test_preflight_checks_settings_against_the_codec_files(codec) -> None:
+    """What `tunekit prep` checks before any work: the codec's own config decides which bandwidths exist."""
+    from tunekit.models.config import ModelsConfig
+
+    models = ModelsConfig(tiny=True)
+    assert tok.tokens_preflight(TokensConfig(), models) == []
+    assert tok.tokens_preflight(TokensConfig(bandwidth=2.2), models) == []
+    assert tok.tokens_preflight(TokensConfig(enabled=False, bandwidth=1.0), models) == []
+    (problem,) = tok.tokens_preflight(TokensConfig(bandwidth=1.0), models)
+    assert problem.startswith("tokens.bandwidth=1.0 is not one of the bandwidths of codec facebook/encodec_32khz")
+    assert "[2.2]" in problem
 
 
 def test_prep_stage_writes_one_file_per_track(codec, tmp_path: Path, monkeypatch) -> None:

@@ -47,3 +47,11 @@ class MissingDependencyError(TunekitError):
 
 class StageUnavailableError(TunekitError):
     """A stage cannot run here (no weights, no decoder, no GPU…). Says why and how to enable it."""
+
+
+class RunFailedError(TunekitError):
+    """A run went to the end but failed: a stage failed for too many rows, or nothing usable was made.
+
+    Its outputs (with the reasons) are written and the work done is cached, so fixing the cause and
+    re-running the same command resumes. Exit code 1.
+    """

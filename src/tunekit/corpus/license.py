@@ -4,11 +4,18 @@ Corpora describe licences in many ways (FMA: "Attribution-NonCommercial-ShareAli
 International"; Jamendo and Freesound: deed URLs; users: "CC BY 4.0"). `normalize_license` maps
 them all to a `LicenseInfo`, `license_allowed` applies a named policy, and `attribution_text`
 writes the credit line a licence asks for.
+
+`LicenseInfo.id` is the one name a licence has in every output (tracks.parquet, windows.parquet,
+summary.json, attribution.csv, model cards): the SPDX id when there is one ("CC-BY-SA-4.0"), else the
+same spelling without what is unknown ("CC-BY-SA" for an unversioned ShareAlike title), and
+"LicenseRef-<text>" for a licence tunekit does not recognise. Normalising an id gives the same id back.
+`combined_license` and `hf_license_id` name the licence a model trained on several works carries.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tunekit.errors import ConfigError
@@ -70,6 +77,7 @@ _CC_URL_RE = re.compile(
     r"(?:/(?:legalcode|deed|rdf)(?:\.[a-z_-]+)?)?/?(?:[?#].*)?$"
 )
 _PORT_SUFFIXES = frozenset({"legalcode", "deed", "rdf"})
+LICENSE_REF = "LicenseRef-"  # SPDX prefix of licences without an SPDX id; tunekit's ids of unrecognised licences
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,28 @@ class LicenseInfo:
     no_derivatives: bool = False
     url: str | None = None
     jurisdiction: str | None = None
+
+    @property
+    def id(self) -> str | None:
+        """The canonical name of this licence in every output; None only when it is unknown.
+
+        SPDX id when there is one ("CC-BY-NC-SA-3.0": ports keep the unported text's id), else
+        "CC-BY-SA" (no version), "CC-BY-SA-2.1" (a version SPDX lacks), "Public-Domain", or
+        "LicenseRef-<raw text>" for an unrecognised licence.
+        """
+        if self.spdx:
+            return self.spdx
+        if self.family == "unknown":
+            return None
+        if self.family == "other":
+            text = (self.raw or "").strip()
+            if text.lower().startswith(LICENSE_REF.lower()):
+                text = text[len(LICENSE_REF):]
+            slug = re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-.")[:64].strip("-.")
+            return f"{LICENSE_REF}{slug or 'other'}"
+        if self.family == "pd":
+            return "Public-Domain"
+        return f"CC-{self.family.upper()}" + (f"-{self.version}" if self.version else "")
 
     @property
     def label(self) -> str:
@@ -224,9 +254,15 @@ def normalize_license(raw: str | None) -> LicenseInfo:
         return info if info is not None else _other(raw)
     if re.match(r"^(?:https?://)?(?:www\.)?opendatacommons\.org/licenses/pddl/", text):
         return _pd(raw, "PDDL-1.0", "https://opendatacommons.org/licenses/pddl/1-0/", "1.0")
-    if re.match(r"^[a-z]+://", text):
+    if re.match(r"^[a-z]+://", text) or text.startswith(LICENSE_REF.lower()):
         return _other(raw)
     return _from_text(raw, text)
+
+
+def license_name(value: str | None) -> str:
+    """The name outputs count a licence under, from any spelling of it (an id, a URL, a title): its id,
+    or "unknown". Normalising is idempotent on ids, so tables and cards written from ids agree."""
+    return normalize_license(value).id or "unknown"
 
 
 # Policy name -> (families it admits, one-line description).
@@ -298,3 +334,51 @@ def attribution_text(
     if info.url and info.family != "unknown":
         terms += f" ({info.url})"
     return f"{work}, {terms}"
+
+
+# Licence ids the Hugging Face Hub accepts in a card's `license` field for CC and public-domain works
+# (hub-docs "Licenses"); any other licence is `license: other` with a `license_name`.
+HF_LICENSES = frozenset({
+    "cc0-1.0", "pddl", "cc-by-2.0", "cc-by-2.5", "cc-by-3.0", "cc-by-4.0", "cc-by-sa-3.0", "cc-by-sa-4.0",
+    "cc-by-nc-2.0", "cc-by-nc-3.0", "cc-by-nc-4.0", "cc-by-nd-4.0", "cc-by-nc-nd-3.0", "cc-by-nc-nd-4.0",
+    "cc-by-nc-sa-2.0", "cc-by-nc-sa-3.0", "cc-by-nc-sa-4.0",
+})
+
+
+def hf_license_id(info: LicenseInfo | None) -> str:
+    """The Hugging Face Hub `license` value of a licence ("cc-by-sa-4.0", "cc0-1.0", "pddl"), or "other"."""
+    if info is None:
+        return "other"
+    if info.family == "cc0":
+        return "cc0-1.0"
+    if info.spdx == "PDDL-1.0":
+        return "pddl"
+    hub = f"cc-{info.family}-{info.version}"
+    return hub if info.family.startswith("by") and hub in HF_LICENSES else "other"
+
+
+def combined_license(infos: Iterable[LicenseInfo]) -> LicenseInfo | None:
+    """The one licence whose terms include every licence's terms in `infos` (the most restrictive wins),
+    for a work made from all of them, such as a model trained on them.
+
+    Public-domain works add no terms; CC terms add up (BY + BY-NC = BY-NC). None when no single licence
+    fits: an unknown or unrecognised licence, ShareAlike with NoDerivatives, or ShareAlike licences with
+    different terms (each asks for adaptations under itself). The version is the works' own when they
+    agree (those of the ShareAlike works, if any), 4.0 when they differ (ShareAlike licences from 2.0 on
+    allow a later version), and none when no work states one.
+    """
+    infos = list(infos)
+    if not infos or any(i.family in ("other", "unknown") for i in infos):
+        return None
+    terms = [i for i in infos if i.family not in ("cc0", "pd")]
+    if not terms:
+        return _cc0(None)
+    elements = set().union(*(i.family.split("-") for i in terms))
+    family = "-".join(e for e in ("by", "nc", "nd", "sa") if e in elements)
+    share_alike = [i for i in terms if i.share_alike]
+    if any(i.family != family for i in share_alike):
+        return None
+    versions = {i.version for i in (share_alike or terms) if i.version}
+    version = (versions.pop() if len(versions) == 1 else "4.0") if versions else None
+    combined = _cc(None, elements, version, None)
+    return None if combined.family == "other" else combined

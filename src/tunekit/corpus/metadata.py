@@ -2,7 +2,10 @@
 
 Priority, field by field: sidecar `<audio name without extension>.json` next to the audio, then
 the row of `metadata.csv` / `metadata.tsv` at the corpus root whose `path` names the file, then
-tags embedded in the file (ID3 / Vorbis comments, as soundfile exposes them). Bad metadata never
+tags embedded in the file (ID3 / Vorbis comments, as soundfile exposes them). A licence that says
+nothing ("unknown", "n/a") does not hide another source's licence. When the sidecar and the table
+name different licences the sidecar's is used and the disagreement is kept in `license_conflict`
+(with both strings in `license_candidates`), for the licence stage to decide. Bad metadata never
 stops a run: problems are recorded on the track (`problems`) or the corpus (`problems`) so the
 caller can reject with a reason. The format is documented in data/README.md.
 """
@@ -48,6 +51,8 @@ class TrackMetadata:
     date_observed: str | None = None
     license_info: LicenseInfo = field(default_factory=lambda: normalize_license(None))
     license_source: str | None = None  # which source gave the licence: sidecar, csv or embedded
+    license_conflict: str | None = None  # "sidecar: CC-BY-NC-SA-4.0; csv: CC-BY-ND-4.0" when the two disagree
+    license_candidates: dict[str, str] = field(default_factory=dict)  # source -> licence string, in a conflict
     metadata_source: str = "none"  # sources with fields for this track, by priority: e.g. "sidecar+csv"
     extra: dict[str, Any] = field(default_factory=dict)  # fields tunekit does not interpret, kept as given
     problems: list[str] = field(default_factory=list)  # reasons this metadata cannot be trusted
@@ -215,16 +220,45 @@ class CorpusMetadata:
                 else:
                     merged[k] = v
                     origin[k] = name
+        stated = [(name, f["license"]) for name, f in sources
+                  if f.get("license") and normalize_license(f["license"]).family != "unknown"]
+        if stated:  # the first source that states a licence, by priority
+            merged["license"], origin["license"] = stated[0][1], stated[0][0]
+        conflict, candidates = license_conflict(dict(stated))
         return TrackMetadata(
             path=audio_path,
             tags=list(merged.pop("tags", [])),
             license_info=normalize_license(merged.get("license")),
             license_source=origin.get("license"),
+            license_conflict=conflict,
+            license_candidates=candidates,
             metadata_source="+".join(name for name, _ in sources) or "none",
             extra=extra,
             problems=problems,
             **merged,
         )
+
+
+def _same_licence(a: LicenseInfo, b: LicenseInfo) -> bool:
+    """Whether two licences agree: the same id, or the same CC licence where one omits the version."""
+    if a.id == b.id:
+        return True
+    return a.family == b.family and a.family not in ("other", "unknown") and None in (a.version, b.version)
+
+
+def license_conflict(stated: dict[str, str]) -> tuple[str | None, dict[str, str]]:
+    """Whether the sidecar and the metadata table name different licences.
+
+    `stated` maps a source (sidecar, csv, embedded) to its licence string. Returns a description naming
+    both licences by id ("sidecar: CC-BY-NC-SA-4.0; csv: CC-BY-ND-4.0") and the two strings, or
+    (None, {}) when they agree or one is missing. Embedded tags only fill a missing licence: they never conflict.
+    """
+    if "sidecar" not in stated or "csv" not in stated:
+        return None, {}
+    side, table = normalize_license(stated["sidecar"]), normalize_license(stated["csv"])
+    if _same_licence(side, table):
+        return None, {}
+    return f"sidecar: {side.id}; csv: {table.id}", {"sidecar": stated["sidecar"], "csv": stated["csv"]}
 
 
 def _relative_to(path: Path, root: Path) -> str | None:

@@ -61,7 +61,7 @@ class Slot:
     channels: int
     level: str  # key of LEVELS
     licence: str  # key of LICENCES
-    metadata: str  # where the licence lives: "sidecar", "csv", "both" (sidecar wins) or "none"
+    metadata: str  # where the licence lives: "sidecar", "csv", "both" (they disagree; the sidecar is true) or "none"
     vocals: bool
 
 
@@ -92,7 +92,7 @@ LICENCES: dict[str, tuple[str, str]] = {
     "by-nd": ("CC-BY-ND-4.0", "CC-BY-ND-4.0"),
     "none": ("", ""),
 }
-# What metadata.csv claims for a "both" track; the sidecar must win over it.
+# What metadata.csv claims for a "both" track; the sidecar holds the true licence.
 SUPERSEDED_CSV_LICENCE = "CC-BY-ND-4.0"
 
 # level kind -> (integrated loudness target in LUFS, note for the ground truth)
@@ -344,7 +344,9 @@ fictional ("{ARTIST}"). The audio is dedicated to the public domain under CC0 1.
 The per-track licences in the sidecar `.json` files and in `metadata.csv` are **declared test
 fixtures**: they cover CC0, CC BY, CC BY-SA, CC BY-NC, CC BY-NC-SA, CC BY-ND and a track with no licence
 information, written as SPDX ids, Creative Commons URLs and FMA-style titles, so that a licence policy
-has something to accept and to exclude. One track has both a sidecar and a CSV row: the sidecar wins.
+has something to accept and to exclude. One track has both a sidecar and a CSV row that disagree: the
+sidecar is the truth; `tunekit prep` records the conflict and, by default (`license_prefer=strict`),
+rejects the track because the CSV's licence (CC BY-ND) is not admitted; `license_prefer=sidecar` keeps it.
 
 - `ground_truth.csv` / `ground_truth.json`: per track the style, tempo (BPM), key, meter, vocals,
   duration, format, sample rate, channels, level kind with the measured loudness and peak, the licence
@@ -513,7 +515,8 @@ def synthesize(cfg: SynthConfig) -> dict[str, Any]:
         "its decoded audio is.",
         "loudness_lufs is the integrated loudness (ITU-R BS.1770, pyloudnorm) of the signal written, measured "
         "before lossy encoding; peak_dbfs is the sample peak of the file's decoded audio.",
-        "For the 'both' track metadata.csv holds a superseded licence and title; the sidecar JSON wins.",
+        "For the 'both' track metadata.csv holds a superseded licence and title; the sidecar JSON is the truth "
+        "(prep rejects the track as license_conflict unless license_prefer=sidecar).",
     ]
     truth_json = {"generator": GENERATOR, "config": _identity(cfg), "summary": summary, "notes": notes, "tracks": truth}
     write_json(out / "ground_truth.json", truth_json)

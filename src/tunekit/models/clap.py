@@ -33,18 +33,34 @@ def load_clap(
     from transformers import AutoConfig, ClapModel, ClapProcessor
 
     with loading(name_or_path):
-        config = AutoConfig.from_pretrained(path)
-        if config.model_type != "clap":
-            raise ConfigError(
-                f"{name_or_path!r} is a {config.model_type} checkpoint, not CLAP; use a CLAP checkpoint "
-                f"such as {CLAP_DEFAULT}"
-            )
+        _require_clap(AutoConfig.from_pretrained(path), name_or_path)
         processor = ClapProcessor.from_pretrained(path)
         model = ClapModel.from_pretrained(path)
     model.eval()
     if device is not None:
         model.to(device)
     return model, processor
+
+
+def load_clap_config(
+    name_or_path: str = CLAP_DEFAULT, *, tiny: bool = False, cache_dir: str | Path | None = None
+) -> Any:
+    """The checkpoint's ClapConfig from its local files, without its weights (checked before any work);
+    raises ConfigError for a checkpoint that is not CLAP."""
+    path = resolve(name_or_path, tiny=tiny, cache_dir=cache_dir)
+    from transformers import AutoConfig
+
+    with loading(name_or_path):
+        return _require_clap(AutoConfig.from_pretrained(path, local_files_only=True), name_or_path)
+
+
+def _require_clap(config: Any, name_or_path: str) -> Any:
+    if config.model_type != "clap":
+        raise ConfigError(
+            f"{name_or_path!r} is a {config.model_type} checkpoint, not CLAP; use a CLAP checkpoint "
+            f"such as {CLAP_DEFAULT}"
+        )
+    return config
 
 
 def build_tiny_clap(out: Path) -> None:

@@ -33,18 +33,37 @@ def load_encodec(
     from transformers import AutoConfig, AutoFeatureExtractor, EncodecModel
 
     with loading(name_or_path):
-        config = AutoConfig.from_pretrained(path)
-        if config.model_type != "encodec":
-            raise ConfigError(
-                f"{name_or_path!r} is a {config.model_type} checkpoint, not EnCodec; use an EnCodec checkpoint "
-                f"such as {ENCODEC_DEFAULT} (a MusicGen model carries its own codec as `model.audio_encoder`)"
-            )
+        _require_encodec(AutoConfig.from_pretrained(path), name_or_path)
         model = EncodecModel.from_pretrained(path)
         feature_extractor = AutoFeatureExtractor.from_pretrained(path)
     model.eval()
     if device is not None:
         model.to(device)
     return model, feature_extractor
+
+
+def load_encodec_config(
+    name_or_path: str, *, tiny: bool = False, cache_dir: str | Path | None = None
+) -> tuple[Any, int]:
+    """(EncodecConfig, the feature extractor's sampling rate) from the checkpoint's local files, without
+    its weights: what a caller checks its settings against before any work. The files must be local
+    already (a Hub id loaded or fingerprinted once); raises ConfigError for a checkpoint that is not EnCodec."""
+    path = resolve(name_or_path, tiny=tiny, cache_dir=cache_dir)
+    from transformers import AutoConfig, AutoFeatureExtractor
+
+    with loading(name_or_path):
+        config = _require_encodec(AutoConfig.from_pretrained(path, local_files_only=True), name_or_path)
+        feature_extractor = AutoFeatureExtractor.from_pretrained(path, local_files_only=True)
+    return config, int(feature_extractor.sampling_rate)
+
+
+def _require_encodec(config: Any, name_or_path: str) -> Any:
+    if config.model_type != "encodec":
+        raise ConfigError(
+            f"{name_or_path!r} is a {config.model_type} checkpoint, not EnCodec; use an EnCodec checkpoint "
+            f"such as {ENCODEC_DEFAULT} (a MusicGen model carries its own codec as `model.audio_encoder`)"
+        )
+    return config
 
 
 def tiny_encodec_config() -> Any:

@@ -22,31 +22,38 @@ class ModelSpec:
     family: str  # loader family: musicgen, musicgen_melody, encodec, demucs, clap, vggish
     description: str  # one line for `tunekit ls`
     tiny_name: str  # folder under <cache>/tiny/ of the tiny model of the same class
+    license: str | None = None  # licence of the pretrained weights (SPDX id), stated in model cards; None: not known
 
 
 _T5 = "T5-base text encoder"
+_MUSICGEN_WEIGHTS = "CC-BY-NC-4.0"  # audiocraft's MusicGen weights licence
 MODELS: list[ModelSpec] = [
-    # MusicGen (transformers format; audiocraft's official checkpoints). Tokens: EnCodec 32 kHz, 50 Hz.
+    # MusicGen (transformers format; audiocraft's official checkpoints, weights CC BY-NC 4.0).
+    # Tokens: EnCodec 32 kHz, 50 Hz.
     ModelSpec("facebook/musicgen-small", "generator", "musicgen",
-              f"MusicGen 300M, mono, 4 codebooks, {_T5} (the default)", "musicgen"),
+              f"MusicGen 300M, mono, 4 codebooks, {_T5} (the default)", "musicgen", _MUSICGEN_WEIGHTS),
     ModelSpec("facebook/musicgen-medium", "generator", "musicgen",
-              f"MusicGen 1.5B, mono, 4 codebooks, {_T5}", "musicgen"),
+              f"MusicGen 1.5B, mono, 4 codebooks, {_T5}", "musicgen", _MUSICGEN_WEIGHTS),
     ModelSpec("facebook/musicgen-large", "generator", "musicgen",
-              f"MusicGen 3.3B, mono, 4 codebooks, {_T5}", "musicgen"),
+              f"MusicGen 3.3B, mono, 4 codebooks, {_T5}", "musicgen", _MUSICGEN_WEIGHTS),
     ModelSpec("facebook/musicgen-melody", "generator", "musicgen_melody",
-              f"MusicGen 1.5B conditioned on text and a melody (chroma), mono, {_T5}", "musicgen-melody"),
+              f"MusicGen 1.5B conditioned on text and a melody (chroma), mono, {_T5}",
+              "musicgen-melody", _MUSICGEN_WEIGHTS),
     ModelSpec("facebook/musicgen-melody-large", "generator", "musicgen_melody",
-              f"MusicGen 3.3B conditioned on text and a melody (chroma), mono, {_T5}", "musicgen-melody"),
+              f"MusicGen 3.3B conditioned on text and a melody (chroma), mono, {_T5}",
+              "musicgen-melody", _MUSICGEN_WEIGHTS),
     ModelSpec("facebook/musicgen-stereo-small", "generator", "musicgen",
-              f"MusicGen 300M, stereo (8 interleaved codebooks), {_T5}", "musicgen-stereo"),
+              f"MusicGen 300M, stereo (8 interleaved codebooks), {_T5}", "musicgen-stereo", _MUSICGEN_WEIGHTS),
     ModelSpec("facebook/musicgen-stereo-medium", "generator", "musicgen",
-              f"MusicGen 1.5B, stereo (8 interleaved codebooks), {_T5}", "musicgen-stereo"),
+              f"MusicGen 1.5B, stereo (8 interleaved codebooks), {_T5}", "musicgen-stereo", _MUSICGEN_WEIGHTS),
     ModelSpec("facebook/musicgen-stereo-large", "generator", "musicgen",
-              f"MusicGen 3.3B, stereo (8 interleaved codebooks), {_T5}", "musicgen-stereo"),
+              f"MusicGen 3.3B, stereo (8 interleaved codebooks), {_T5}", "musicgen-stereo", _MUSICGEN_WEIGHTS),
     ModelSpec("facebook/musicgen-stereo-melody", "generator", "musicgen_melody",
-              f"MusicGen 1.5B, text + melody, stereo (8 codebooks), {_T5}", "musicgen-stereo-melody"),
+              f"MusicGen 1.5B, text + melody, stereo (8 codebooks), {_T5}",
+              "musicgen-stereo-melody", _MUSICGEN_WEIGHTS),
     ModelSpec("facebook/musicgen-stereo-melody-large", "generator", "musicgen_melody",
-              f"MusicGen 3.3B, text + melody, stereo (8 codebooks), {_T5}", "musicgen-stereo-melody"),
+              f"MusicGen 3.3B, text + melody, stereo (8 codebooks), {_T5}",
+              "musicgen-stereo-melody", _MUSICGEN_WEIGHTS),
     # The audio tokenizer of every MusicGen checkpoint above.
     ModelSpec("facebook/encodec_32khz", "codec", "encodec",
               "EnCodec 32 kHz mono, 4 codebooks x 2048 at 50 Hz (MusicGen's audio tokens)", "encodec_32khz"),

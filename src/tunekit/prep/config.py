@@ -18,6 +18,7 @@ from tunekit.prep.tag import TagConfig
 from tunekit.prep.tokens import TokensConfig
 
 LICENSE_POLICIES = ("any", "open", "commercial")
+LICENSE_PREFERENCES = ("strict", "sidecar", "csv")
 LOUDNESS_POLICIES = ("cap", "limit")
 WINDOW_ALIGNS = ("none", "beats", "downbeats")
 RESAMPLER_QUALITIES = ("VHQ", "HQ", "MQ", "LQ", "QQ")
@@ -25,14 +26,17 @@ AUDIO_FORMATS = ("flac", "wav")
 
 DEFAULT_EXTENSIONS = ["wav", "flac", "mp3", "ogg", "oga", "opus", "m4a", "aac", "mp4", "aif", "aiff"]
 # The stages that need no neural model, in pipeline order.
-CORE_STAGES = ["ingest", "license", "decode", "quality", "loudness", "window", "split"]
+CORE_STAGES = ["ingest", "license", "decode", "quality", "dedupe", "loudness", "window", "split"]
 # The default pipeline (pipelines/musicgen.yaml): separation before loudness; tags, captions and tokens after split.
-DEFAULT_STAGES = ["ingest", "license", "decode", "quality", "separate", "loudness", "window", "split", "tag", "caption", "tokens"]
+DEFAULT_STAGES = [
+    "ingest", "license", "decode", "quality", "dedupe", "separate", "loudness", "window", "split", "tag", "caption",
+    "tokens",
+]
 
 
 @dataclass
 class IngestConfig:
-    """Scanning the corpus, hashing and duplicate detection."""
+    """Scanning the corpus, hashing and fingerprinting; the dedupe stage reads the duplicate threshold."""
 
     extensions: list[str] = field(default_factory=lambda: list(DEFAULT_EXTENSIONS))  # audio file extensions scanned
     follow_symlinks: bool = False  # descend into symlinked folders while scanning
@@ -187,6 +191,8 @@ class PrepConfig:
     cache_dir: str | None = None  # stage cache; null: <out>/.cache
     license_policy: str = "open"  # any | open (no NoDerivatives) | commercial (CC0/PD, BY, BY-SA only)
     allow_unknown_license: bool = False  # keep tracks whose licence is missing or unrecognised
+    license_prefer: str = "strict"  # sidecar vs metadata.csv licence: strict (policy must admit both) | sidecar | csv
+    max_failed_fraction: float = 0.5  # a stage raising for all its rows, or more than this share, fails the run
     models: ModelsConfig = field(default_factory=ModelsConfig)  # which weights the model stages load
     ingest: IngestConfig = field(default_factory=IngestConfig)  # scanning, hashing, duplicates
     decode: DecodeConfig = field(default_factory=DecodeConfig)  # working format
@@ -211,8 +217,14 @@ class PrepConfig:
         out: list[str] = []
         if obj.license_policy not in LICENSE_POLICIES:
             out.append(f"license_policy={obj.license_policy!r} is unknown; choose one of {', '.join(LICENSE_POLICIES)}")
+        if obj.license_prefer not in LICENSE_PREFERENCES:
+            out.append(
+                f"license_prefer={obj.license_prefer!r} is unknown; choose one of {', '.join(LICENSE_PREFERENCES)}"
+            )
         if obj.workers < 0:
             out.append(f"workers={obj.workers} must be >= 0 (0: one per CPU core)")
+        if not 0 <= obj.max_failed_fraction <= 1:
+            out.append(f"max_failed_fraction={obj.max_failed_fraction} must be between 0 and 1")
         out += stage_problems(list(obj.stages))
         from tunekit.prep.registry import STAGES
 

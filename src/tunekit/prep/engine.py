@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from tunekit.errors import ConfigError, ConfigErrors
 from tunekit.prep.cache import StageCache, stage_key
 from tunekit.prep.executors import WorkerCrash
 from tunekit.prep.registry import STAGES, StageSpec
@@ -41,6 +42,14 @@ class StageStats:
     compute_s: float = 0.0  # summed time of the stage function over computed rows (all workers)
     audio_s: float = 0.0  # seconds of audio of the computed rows
     rejects: Counter[str] = field(default_factory=Counter)  # rejection codes
+    first_error: str | None = None  # the first error a row raised, "Type: message (row)"; tracebacks in prep.log
+
+    def record_error(self, kind: str, message: str, where: str) -> None:
+        """Count one row that raised, keeping the first error for the summary and the exit message."""
+        self.failed += 1
+        if self.first_error is None:
+            first_line = message.strip().splitlines()[0] if message.strip() else ""
+            self.first_error = f"{kind}: {first_line} ({where})"
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form with throughput: x_realtime (audio s per wall s) and per-worker x_realtime."""
@@ -201,8 +210,13 @@ class Engine:
             self._executor = None
 
     def run(self, rows: list[TrackRow], stages: Sequence[str]) -> list[TrackRow]:
-        """Run `stages` in order over `rows`; returns the final rows (same order)."""
+        """Run `stages` in order over `rows`; returns the final rows (same order).
+
+        Raises ConfigError(s) before the first stage when a model cannot be found or a value does
+        not suit its model (see `check_models`).
+        """
         fingerprints = self.model_fingerprints(stages)
+        self.check_models(stages)
         for name in stages:
             spec = self.registry[name]
             t0 = time.perf_counter()
@@ -241,6 +255,48 @@ class Engine:
                 found[name] = str(spec.function("model_fingerprint")(section, getattr(self.cfg, "models", None)))
         return found
 
+    def check_models(self, stages: Sequence[str]) -> None:
+        """Check every value that depends on a stage's model files (a codec's bandwidths, a Demucs
+        model's stems and segment, ...) before any stage runs; all problems are raised at once.
+
+        Run after `model_fingerprints`, so the files are local. Without this a value the model does
+        not accept would fail every row of its stage, hours into the run.
+        """
+        problems: list[str] = []
+        for name in stages:
+            spec = self.registry[name]
+            if not spec.preflight:
+                continue
+            section = section_for(spec, self.cfg)
+            try:
+                problems += spec.function("preflight")(section, getattr(self.cfg, "models", None))
+            except ConfigErrors as exc:
+                problems += exc.problems
+            except ConfigError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ConfigErrors(problems)
+
+    def failures(self, max_failed_fraction: float) -> list[str]:
+        """One line per stage that failed (raised) for all of its rows, or for more than
+        `max_failed_fraction` of them: the stage, the count and the first error."""
+        out = []
+        for name, stats in self.stats.items():
+            if not stats.rows or not stats.failed:
+                continue
+            if stats.failed < stats.rows and stats.failed / stats.rows <= max_failed_fraction:
+                continue
+            unit = "windows" if self.registry[name].kind == "window" else "tracks"
+            if stats.failed == stats.rows:
+                why = "all of them"
+            else:
+                why = f"more than max_failed_fraction={max_failed_fraction:g}"
+            out.append(
+                f"stage {name} failed for {stats.failed} of {stats.rows} {unit} ({why}); "
+                f"first error: {stats.first_error}"
+            )
+        return out
+
     # -- track stages -------------------------------------------------------------------------
 
     def _key(self, spec: StageSpec, row: TrackRow | WindowRow, section: Any, ctx: StageContext) -> str:
@@ -252,7 +308,7 @@ class Engine:
     def _apply(self, spec: StageSpec, row: TrackRow, key: str, outcome: Outcome, stats: StageStats) -> TrackRow:
         if outcome.error is not None:
             kind, message, tb = outcome.error
-            stats.failed += 1
+            stats.record_error(kind, message, row.source_path)
             log.error(
                 "stage %s failed on %s (%s): %s: %s\n%s", spec.name, row.source_path, row.track_id, kind, message, tb
             )
@@ -370,12 +426,11 @@ class Engine:
             self.reporter.advance(spec.name, _duration(w), "computed", isinstance(results[ref], Rejection))
         rows = list(rows)
         for ti in sorted({ref[0] for ref in refs}):
-            kept = []
-            for wi, w in enumerate(rows[ti].windows):
-                res = results.get((ti, wi), w)
-                if isinstance(res, WindowRow):
-                    kept.append(res)
+            verdicts = [results.get((ti, wi), w) for wi, w in enumerate(rows[ti].windows)]
+            kept = [v for v in verdicts if isinstance(v, WindowRow)]
             rows[ti] = dataclasses.replace(rows[ti], windows=kept)
+            if not kept:
+                rows[ti] = _without_windows(rows[ti], spec.name, [v for v in verdicts if isinstance(v, Rejection)])
         return rows
 
     def _apply_window(
@@ -383,7 +438,7 @@ class Engine:
     ) -> WindowRow | Rejection:
         if outcome.error is not None:
             kind, message, tb = outcome.error
-            stats.failed += 1
+            stats.record_error(kind, message, f"window {w.window_id}")
             log.error("stage %s failed on window %s: %s: %s\n%s", spec.name, w.window_id, kind, message, tb)
             self.window_rejects[f"{spec.name}:error"] += 1
             return Rejection(f"error:{kind}", message)
@@ -396,3 +451,16 @@ class Engine:
         if spec.produces_audio and key:
             new = dataclasses.replace(new, audio_key=key)
         return new  # type: ignore[return-value]
+
+
+def _without_windows(row: TrackRow, stage: str, verdicts: list[Rejection]) -> TrackRow:
+    """A track whose every window a window stage dropped: failed when any window raised an error,
+    else rejected (`no_windows`). It must not stay `ok` with nothing left to train on."""
+    errors = [v for v in verdicts if v.reason.startswith("error:")]
+    n = len(verdicts)
+    if errors:
+        first = errors[0]
+        detail = f"{len(errors)} of {n} windows failed in stage {stage}; first: {first.detail}"
+        return row.failed(first.reason, detail, stage)
+    codes = ", ".join(sorted({v.code for v in verdicts}))
+    return row.rejected(Rejection("no_windows", f"stage {stage} rejected all {n} windows ({codes})"), stage)

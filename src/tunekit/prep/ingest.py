@@ -1,18 +1,16 @@
-"""Ingest: scan the corpus, read licence and provenance metadata, hash, fingerprint, find duplicates.
+"""Ingest: scan the corpus, read licence and provenance metadata, hash and fingerprint each file.
 
 `scan_corpus` (main process) lists the audio files and attaches each one's metadata (sidecar JSON
 and metadata.csv via tunekit.corpus.metadata). The `ingest_track` stage hashes the file (sha256,
 streamed; reused while path, size and mtime are unchanged), reads its header and embedded tags
-and fingerprints its decoded audio. `mark_duplicates` then keeps one file per recording: exact
-copies share a content hash, re-encodings (a WAV and its FLAC, a resampled copy) share a
-fingerprint; the first by sorted path is kept, the others are rejected as `duplicate_of:<id>`.
+and fingerprints its decoded audio. Duplicates are resolved later, once the licence and quality
+verdicts are known (tunekit.prep.dedupe).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,10 +21,8 @@ import numpy as np
 from tunekit.prep import fingerprint as fp
 from tunekit.prep.cache import StageCache, cached_sha256, stage_key
 from tunekit.prep.config import IngestConfig
-from tunekit.prep.rows import OK, Rejection, StageContext, TrackRow
+from tunekit.prep.rows import Rejection, StageContext, TrackRow
 from tunekit.prep.sources import CorruptError, UndecodableError, header
-
-log = logging.getLogger("tunekit.prep")
 
 INGEST_CACHE_VERSION = 1
 
@@ -86,16 +82,19 @@ def _metadata_fields(meta: Any) -> dict[str, Any]:
         "instrumental": getattr(meta, "instrumental", None),
         "date_observed": None if date is None else str(date),
         "license_source": getattr(meta, "license_source", None),
+        "license_conflict": getattr(meta, "license_conflict", None),
+        "license_candidates": dict(getattr(meta, "license_candidates", None) or {}),
         "metadata_problems": [str(p) for p in (getattr(meta, "problems", None) or [])],
     }
     if info is not None:
-        fields.update(_license_fields(info))
+        fields.update(license_fields(info))
     return fields
 
 
-def _license_fields(info: Any) -> dict[str, Any]:
+def license_fields(info: Any) -> dict[str, Any]:
+    """TrackRow licence fields of a tunekit.corpus.license.LicenseInfo."""
     return {
-        "license": info.spdx,
+        "license": info.id,
         "license_raw": info.raw,
         "license_family": info.family,
         "requires_attribution": bool(info.requires_attribution),
@@ -158,7 +157,7 @@ def _embedded_fields(row: TrackRow, tags: dict[str, str]) -> dict[str, Any]:
                 continue
             info = normalize_license(text.strip())
             if info.family not in ("unknown", "other") or (name == "license" and info.family == "other"):
-                out.update(_license_fields(info))
+                out.update(license_fields(info))
                 out["license_source"] = f"embedded:{name}"
                 break
     return out
@@ -232,59 +231,3 @@ def ingest_track(row: TrackRow, cfg: IngestConfig, ctx: StageContext) -> TrackRo
 def probe_ingest(row: TrackRow, cfg: IngestConfig, ctx: StageContext) -> TrackRow | Rejection | None:
     """`ingest_track` answered from the caches alone, or None when the file must be read."""
     return _ingest(row, cfg, ctx, compute=False)
-
-
-class _UnionFind:
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-
-def _same_length(a: TrackRow, b: TrackRow) -> bool:
-    da, db = a.duration_s or 0.0, b.duration_s or 0.0
-    return abs(da - db) <= max(0.5, 0.01 * max(da, db))
-
-
-def mark_duplicates(rows: list[TrackRow], cfg: IngestConfig, ctx: StageContext) -> list[TrackRow]:
-    """Reject all but the first (by source path) of each group of identical files or recordings."""
-    rows = list(rows)
-    live = sorted((i for i, r in enumerate(rows) if r.status == OK), key=lambda i: rows[i].source_path)
-    uf = _UnionFind(len(rows))
-    first_by_hash: dict[str, int] = {}
-    for i in live:
-        h = rows[i].content_hash
-        if h in first_by_hash:
-            uf.union(first_by_hash[h], i)
-        else:
-            first_by_hash[h] = i
-    # Decoded duplicates: candidates from a fingerprint index, confirmed by bit error rate and length.
-    reps = sorted(first_by_hash.values())
-    for a_pos, b_pos in sorted(fp.candidate_pairs([rows[i].fingerprint for i in reps])):
-        a, b = reps[a_pos], reps[b_pos]
-        if uf.find(a) == uf.find(b) or not _same_length(rows[a], rows[b]):
-            continue
-        ber = fp.bit_error_rate(rows[a].fingerprint or "", rows[b].fingerprint or "")
-        if ber <= cfg.fingerprint_max_ber:
-            uf.union(a, b)
-            log.info("decoded duplicate: %s ~ %s (BER %.3f)", rows[a].source_path, rows[b].source_path, ber)
-    groups: dict[int, list[int]] = {}
-    for i in live:
-        groups.setdefault(uf.find(i), []).append(i)
-    for members in groups.values():
-        members.sort(key=lambda i: rows[i].source_path)
-        keep = rows[members[0]]
-        for i in members[1:]:
-            how = "same bytes" if rows[i].content_hash == keep.content_hash else "same audio, decoded"
-            rejection = Rejection(f"duplicate_of:{keep.track_id}", f"{how} as {keep.source_path}")
-            rows[i] = rows[i].rejected(rejection, "ingest")
-    return rows

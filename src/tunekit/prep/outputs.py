@@ -32,6 +32,7 @@ TRACK_COLUMNS: list[tuple[str, str]] = [
     ("requires_attribution", "bool"),
     ("share_alike", "bool"),
     ("license_source", "string"),
+    ("license_conflict", "string"),
     ("artist", "string"),
     ("title", "string"),
     ("attribution", "string"),
@@ -220,8 +221,13 @@ def build_summary(
     config: dict[str, Any],
     scan: dict[str, Any],
     wall_s: float,
+    problems: list[str] | None = None,
 ) -> dict[str, Any]:
-    """summary.json: counts, hours, rejects, licences, splits, per-stage time and throughput, config."""
+    """summary.json: status, counts, hours, rejects, licences, splits, per-stage time and throughput, config.
+
+    `problems` are the reasons the run failed (a stage that failed for too many rows, no usable
+    window); with any, `status` is "failed".
+    """
     from tunekit import __version__
 
     kept = [r for r in rows if r.status == OK]
@@ -232,10 +238,13 @@ def build_summary(
     windows = [w for r in kept for w in r.windows]
     full = sum(1 for w in windows if w.frames and w.duration_s >= (config.get("window", {}).get("seconds") or 0) - 1e-9)
 
+    from tunekit.corpus.license import license_name
+
     def label(r: TrackRow) -> str:
-        return r.license or (f"other: {r.license_raw}" if r.license_raw else "unknown")
+        return license_name(r.license)
 
     sa = sorted({label(r) for r in kept if r.share_alike})
+    conflicts = [r for r in rows if r.license_conflict]
     splits: dict[str, dict[str, float]] = {}
     for name in ("train", "valid", "test"):
         tr = [r for r in kept if r.split == name]
@@ -243,6 +252,8 @@ def build_summary(
         splits[name] = {"tracks": len(tr), "windows": len(ws), "hours": _hours(sum(w.duration_s for w in ws))}
     summary: dict[str, Any] = {
         "tunekit_version": __version__,
+        "status": "failed" if problems else "ok",
+        "problems": list(problems or []),
         "counts": {
             "tracks": len(rows),
             "ok": status.get("ok", 0),
@@ -268,6 +279,12 @@ def build_summary(
             "all": dict(sorted(Counter(label(r) for r in rows).items())),
             "policy": config.get("license_policy"),
             "allow_unknown_license": config.get("allow_unknown_license"),
+            "prefer": config.get("license_prefer"),
+            "conflicts": {
+                "tracks": len(conflicts),
+                "kept": sum(1 for r in conflicts if r.status == OK),
+                "rejected": sum(1 for r in conflicts if r.reason == "license_conflict"),
+            },
             "requiring_attribution": sum(1 for r in kept if r.requires_attribution),
             "share_alike": {
                 "tracks": sum(1 for r in kept if r.share_alike),

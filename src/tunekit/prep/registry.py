@@ -32,9 +32,10 @@ class StageSpec:
     inline: bool = False  # cheap stage: run in the main process instead of the worker pool
     batch_size: int | None = None  # when set, fn maps a list of rows to a list of results (model stages)
     model_fingerprint: str | None = None  # "module:function" (section, models) -> str folded into the key
+    preflight: str | None = None  # "module:function" (section, models) -> problems with values the model must accept
 
     def function(self, attr: str = "fn") -> Callable[..., Any]:
-        """Import and return the callable named by `attr` (fn, reduce, probe, model_fingerprint)."""
+        """Import and return the callable named by `attr` (fn, reduce, probe, model_fingerprint, preflight)."""
         target = getattr(self, attr)
         if target is None:
             raise ValueError(f"stage {self.name!r} has no {attr}")
@@ -59,13 +60,15 @@ def load(target: str, stage: str = "") -> Callable[..., Any]:
         raise StageUnavailableError(f"prep stage {stage!r}: {module_name} has no {attr}") from exc
 
 
-# The canonical order. Separation runs on decoded audio *before* loudness normalisation (loudness is
-# measured on what is kept); tagging and captions run on windows; tokens last.
+# The canonical order. Duplicates are resolved once the licence and quality verdicts are known;
+# separation runs on decoded audio *before* loudness normalisation (loudness is measured on what is
+# kept); tagging and captions run on windows; tokens last.
 ORDER: tuple[str, ...] = (
     "ingest",
     "license",
     "decode",
     "quality",
+    "dedupe",
     "separate",
     "loudness",
     "window",
@@ -76,7 +79,7 @@ ORDER: tuple[str, ...] = (
 )
 
 # Stages every pipeline needs: without them there is no dataset to write.
-REQUIRED: tuple[str, ...] = ("ingest", "license", "decode", "quality", "loudness", "window", "split")
+REQUIRED: tuple[str, ...] = ("ingest", "license", "decode", "quality", "dedupe", "loudness", "window", "split")
 
 STAGES: dict[str, StageSpec] = {
     s.name: s
@@ -87,17 +90,19 @@ STAGES: dict[str, StageSpec] = {
             ("ingest",),
             cache=False,
             probe="tunekit.prep.ingest:probe_ingest",
-            reduce="tunekit.prep.ingest:mark_duplicates",
         ),
         StageSpec(
             "license",
             "tunekit.prep.licensing:check_license",
-            ("license_policy", "allow_unknown_license"),
+            ("license_policy", "allow_unknown_license", "license_prefer"),
             cache=False,
             inline=True,
         ),
         StageSpec("decode", "tunekit.prep.decode:decode_track", ("decode",), produces_audio=True),
         StageSpec("quality", "tunekit.prep.quality:check_quality", ("quality",)),
+        # dedupe: one track per recording, chosen among the copies that passed the licence and quality
+        # checks (ingest hashed and fingerprinted every file), so a rejected copy never hides a usable one.
+        StageSpec("dedupe", None, ("ingest",), cache=False, reduce="tunekit.prep.dedupe:mark_duplicates"),
         # separate: Demucs vocal removal on the decoded audio, writing new working audio; skipped for
         # tracks whose metadata says instrumental, hence `instrumental` in the key.
         StageSpec(
@@ -107,6 +112,7 @@ STAGES: dict[str, StageSpec] = {
             produces_audio=True,
             key_fields=("instrumental",),
             model_fingerprint="tunekit.prep.separate:separate_model_fingerprint",
+            preflight="tunekit.prep.separate:separate_preflight",
         ),
         # key_fields: the stored file is named after the track, so a renamed file is written anew.
         StageSpec(
@@ -125,6 +131,7 @@ STAGES: dict[str, StageSpec] = {
             kind="window",
             reduce="tunekit.prep.tag:tag_tracks",
             model_fingerprint="tunekit.prep.tag:tag_model_fingerprint",
+            preflight="tunekit.prep.tag:tag_preflight",
         ),
         # Captions are written from the tags: the window's `extra` (where the tags are) is part of the key.
         StageSpec(
@@ -143,6 +150,7 @@ STAGES: dict[str, StageSpec] = {
             batch_size=8,
             reduce="tunekit.prep.tokens:write_tokens",
             model_fingerprint="tunekit.prep.tokens:tokens_model_fingerprint",
+            preflight="tunekit.prep.tokens:tokens_preflight",
         ),
     ]
 }

@@ -29,6 +29,7 @@ class Rejection:
 
     reason: str  # short code grouped in the summary, e.g. "too_short", "duplicate_of:trk_1a2b3c4d5e6f"
     detail: str = ""  # what was measured, e.g. "6.2 s < quality.min_seconds=10"
+    update: dict[str, Any] | None = None  # fields the stage settled before rejecting (e.g. the licence it judged)
 
     @property
     def code(self) -> str:
@@ -50,7 +51,7 @@ class WindowRow:
     offset_frames: int  # offset_s in samples at the working rate
     frames: int  # duration_s in samples at the working rate
     sample_rate: int  # working rate of audio_path
-    license: str | None = None  # SPDX id of the track's licence
+    license: str | None = None  # the track's licence id (TrackRow.license)
     split: str | None = None  # train | valid | test, the track's split
     rms_dbfs: float | None = None  # RMS level of the window (silence check)
     audio_key: str = ""  # cache key identifying this window's audio (track audio key + offset + length)
@@ -84,12 +85,14 @@ class TrackRow:
     fingerprint: str | None = None  # decoded-audio fingerprint (hex), for duplicate detection; not exported
 
     # ingest: licence and provenance
-    license: str | None = None  # SPDX id (or LicenseRef-…) of the normalised licence; null when unknown
+    license: str | None = None  # licence id, the one name used in every output (LicenseInfo.id); null when unknown
     license_raw: str | None = None  # the licence string as found
-    license_family: str | None = None  # licence family from tunekit.corpus.license (cc0, cc-by, …)
+    license_family: str | None = None  # licence family from tunekit.corpus.license (cc0, pd, by, by-sa, …)
     requires_attribution: bool | None = None  # whether the licence asks for credit
     share_alike: bool | None = None  # whether derivatives must carry the same licence
-    license_source: str | None = None  # where the licence string came from (sidecar, metadata.csv, embedded tag)
+    license_source: str | None = None  # where the licence string came from (sidecar, csv, embedded:<tag>)
+    license_conflict: str | None = None  # "sidecar: <id>; csv: <id>" when the two name different licences
+    license_candidates: dict[str, str] = field(default_factory=dict)  # source -> licence string in a conflict; internal
     artist: str | None = None  # artist name
     title: str | None = None  # track title
     attribution: str | None = None  # attribution text to reproduce
@@ -137,9 +140,10 @@ class TrackRow:
     extra: dict[str, Any] = field(default_factory=dict)  # columns added by later stages
 
     def rejected(self, rejection: Rejection, stage: str) -> TrackRow:
-        """A copy of this row marked rejected by `stage`."""
+        """A copy of this row marked rejected by `stage`, with the fields the rejection settled."""
+        row = apply(self, rejection.update) if rejection.update else self
         return dataclasses.replace(
-            self, status=REJECTED, reason=rejection.reason, reason_detail=rejection.detail, failed_stage=stage
+            row, status=REJECTED, reason=rejection.reason, reason_detail=rejection.detail, failed_stage=stage
         )
 
     def failed(self, error: str, detail: str, stage: str) -> TrackRow:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tunekit.errors import ConfigError, ConfigErrors
+from tunekit.errors import ConfigError, ConfigErrors, RunFailedError
 from tunekit.prep.config import PrepConfig, as_prep_config, config_dict
 
 log = logging.getLogger("tunekit.prep")
@@ -154,7 +154,9 @@ def _setup_logging(out: Path, quiet: bool) -> list[logging.Handler]:
 def run_prep(cfg: Any) -> int:
     """Run `tunekit prep` with a composed config (DictConfig or PrepConfig). Returns the exit code (0).
 
-    Raises ConfigError/ConfigErrors for unusable configs, before any work starts.
+    Raises ConfigError/ConfigErrors for unusable configs (model-dependent values included), before
+    any work starts; RunFailedError after writing the outputs when a stage failed for all its rows or
+    for more than `max_failed_fraction` of them, or when no usable window was made.
     """
     _one_math_thread_per_process()  # before anything imports numpy
     from tunekit.prep.engine import Engine
@@ -219,9 +221,11 @@ def run_prep(cfg: Any) -> int:
             for r in rows:
                 if r.status == "rejected":
                     log.info("rejected %s (%s): %s %s", r.source_path, r.failed_stage, r.reason, r.reason_detail or "")
+            failures = engine.failures(pc.max_failed_fraction) + no_windows_problems(rows)
             write_tables(rows, out)
             write_attribution(rows, out)
-            removed = remove_stale_audio(rows, out)
+            # A failed run removes nothing: the re-run that resumes it needs the stored audio of failed tracks.
+            removed = 0 if failures else remove_stale_audio(rows, out)
             if removed:
                 log.info("removed %d stale audio files from %s", removed, out / "audio")
             summary = build_summary(
@@ -231,16 +235,44 @@ def run_prep(cfg: Any) -> int:
                 config_dict(pc),
                 {"other_files": scan.other_files, "metadata_problems": scan.metadata_problems},
                 time.perf_counter() - t0,
+                failures,
             )
             summary["workers_start_s"] = round(engine.executor_start_s, 3)
             write_summary(summary, out)
             log.info("done: %s", json.dumps(summary["counts"]))
+            for failure in failures:
+                log.error("prep failed: %s", failure)
             print_summary(summary, console)
         finally:
             for h in handlers:
                 log.removeHandler(h)
                 h.close()
+    if failures:
+        raise RunFailedError(
+            f"prep failed: {'; '.join(failures)}. Details in {out / LOG} and {out / 'summary.json'}; "
+            "finished work is cached, so re-running the same command after the fix resumes"
+        )
     return 0
+
+
+def no_windows_problems(rows: list[Any]) -> list[str]:
+    """The problem of a run that ends without a single usable training window (empty when it has one)."""
+    from collections import Counter
+
+    from tunekit.prep.rows import OK
+
+    if any(r.windows for r in rows if r.status == OK):
+        return []
+    status = Counter(r.status for r in rows)
+    reasons = Counter(
+        f"{(r.reason or '').split(':', 1)[0]} in {r.failed_stage}" for r in rows if r.status != OK and r.reason
+    )
+    why = ", ".join(f"{reason}: {n}" for reason, n in reasons.most_common(3))
+    return [
+        f"no usable training window: of {len(rows)} tracks {status.get(OK, 0)} are ok, "
+        f"{status.get('rejected', 0)} rejected and {status.get('failed', 0)} failed"
+        + (f" (most common reasons: {why})" if why else "")
+    ]
 
 
 def _one_math_thread_per_process() -> None:
@@ -278,6 +310,7 @@ def print_summary(summary: dict[str, Any], console: Any = None) -> None:
     top = Table(title="tunekit prep", show_header=False)
     top.add_column("what")
     top.add_column("value", justify="right")
+    top.add_row("status", summary.get("status", "ok"))
     top.add_row("tracks (ok / rejected / failed)", f"{c['tracks']} ({c['ok']} / {c['rejected']} / {c['failed']})")
     top.add_row("hours (input / kept / windows)", f"{h['input']:.3f} / {h['kept']:.3f} / {h['windows']:.3f}")
     top.add_row("windows (full / partial)", f"{c['windows']} ({c['windows_full']} / {c['windows_partial']})")
@@ -316,3 +349,5 @@ def print_summary(summary: dict[str, Any], console: Any = None) -> None:
             "-" if xr is None else f"{xr:.1f}",
         )
     console.print(st)
+    for problem in summary.get("problems", []):
+        console.print(f"prep failed: {problem}", style="bold red", markup=False, highlight=False)

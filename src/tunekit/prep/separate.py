@@ -440,6 +440,25 @@ def separate_model_fingerprint(section: Any, models: Any) -> str:
     return model_fingerprint(demucs_folder(cfg.model, repo=cfg.repo, tiny=tiny, cache_dir=cache_dir))
 
 
+def separate_preflight(section: Any, models: Any) -> list[str]:
+    """The stage's settings checked against the Demucs model, before any work: a model without a
+    vocals stem, or a segment longer than a transformer Demucs was trained on, would fail every track."""
+    from tunekit.models.demucs import load_demucs
+
+    cfg = as_separate_config(section)
+    if not cfg.enabled:
+        return []
+    tiny, cache_dir = models_settings(models)
+    model = load_demucs(cfg.model, repo=cfg.repo, tiny=tiny, cache_dir=cache_dir)
+    problems = []
+    for check in (model_sources, lambda m: _segment(m, cfg)):
+        try:
+            check(model)
+        except (ConfigError, StageUnavailableError) as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def _separator(cfg: SeparateConfig, models: Any) -> Any:
     tiny, cache_dir = models_settings(models)
     key = (cfg.model, cfg.repo, tiny, cache_dir, resolve_device(cfg.device))

@@ -123,11 +123,13 @@ class TagConfig:
 def _essentia() -> Any:
     try:
         import essentia
+
+        # Silenced before essentia.standard is imported: that import logs an [ INFO ] line per process.
+        essentia.log.infoActive = False
+        essentia.log.warningActive = False
         import essentia.standard as es
     except ImportError as e:
         raise MissingDependencyError("essentia", purpose="tempo/key tagging") from e
-    essentia.log.infoActive = False
-    essentia.log.warningActive = False
     return es
 
 
@@ -581,6 +583,21 @@ def tag_model_fingerprint(section: Any, models: Any) -> str:
         check_effnet_request(cfg)
         parts["effnet"] = model_fingerprint(cfg.effnet_models_dir)
     return fingerprint(parts)
+
+
+def tag_preflight(section: Any, models: Any) -> list[str]:
+    """The CLAP checkpoint checked before any work: one that is not CLAP would fail every window."""
+    from tunekit.models.clap import load_clap_config
+
+    cfg = as_tag_config(section)
+    if not cfg.enabled or not cfg.clap:
+        return []
+    tiny, cache_dir = models_settings(models)
+    try:
+        load_clap_config(cfg.clap_model, tiny=tiny, cache_dir=cache_dir)
+    except ConfigError as exc:
+        return [f"tag.clap_model: {exc}"]
+    return []
 
 
 def tag_window(row: Any, section: Any, ctx: Any) -> Any:

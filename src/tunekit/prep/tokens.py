@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tunekit.errors import ConfigError, StageUnavailableError
+from tunekit.errors import ConfigError, ConfigErrors, StageUnavailableError
 from tunekit.prep.rows import models_settings, section_as
 
 TOKEN_DTYPE = np.uint16
@@ -60,16 +60,9 @@ class CodecInfo:
 def codec_info(model: Any) -> CodecInfo:
     """Rates and sizes of a transformers `EncodecModel`; raises if its tokens cannot be cached as uint16 frames."""
     config = model.config
-    if config.chunk_length is not None:
-        raise StageUnavailableError(
-            f"the codec encodes in overlapping {config.chunk_length_s} s chunks, which the token cache cannot store "
-            "as one frame sequence; use an unchunked codec such as facebook/encodec_32khz (tokens.codec)"
-        )
-    if int(config.codebook_size) - 1 > np.iinfo(TOKEN_DTYPE).max:
-        raise StageUnavailableError(
-            f"codebook size {config.codebook_size} does not fit uint16 token files (max 65536 entries); "
-            "choose another codec (tokens.codec)"
-        )
+    problems = _storage_problems(config)
+    if problems:
+        raise StageUnavailableError("; ".join(problems))
     hop = int(config.hop_length)
     return CodecInfo(
         int(config.sampling_rate),
@@ -78,6 +71,53 @@ def codec_info(model: Any) -> CodecInfo:
         int(config.audio_channels),
         int(config.codebook_size),
     )
+
+
+def _storage_problems(config: Any) -> list[str]:
+    """Why a codec's tokens cannot be stored as one uint16 frame sequence (empty when they can)."""
+    out = []
+    if config.chunk_length is not None:
+        out.append(
+            f"the codec encodes in overlapping {config.chunk_length_s} s chunks, which the token cache cannot store "
+            "as one frame sequence; use an unchunked codec such as facebook/encodec_32khz (tokens.codec)"
+        )
+    if int(config.codebook_size) - 1 > np.iinfo(TOKEN_DTYPE).max:
+        out.append(
+            f"codebook size {config.codebook_size} does not fit uint16 token files (max 65536 entries); "
+            "choose another codec (tokens.codec)"
+        )
+    if int(config.audio_channels) not in (1, 2):
+        out.append(
+            f"the codec takes {config.audio_channels} audio channels; the tokens stage encodes mono or stereo "
+            "codecs only; choose another codec (tokens.codec)"
+        )
+    return out
+
+
+def codec_bandwidth(config: Any, cfg: TokensConfig) -> float:
+    """The bandwidth (kbps) windows are encoded at: `tokens.bandwidth`, or the codec's first."""
+    return float(cfg.bandwidth) if cfg.bandwidth is not None else float(config.target_bandwidths[0])
+
+
+def codec_problems(config: Any, feature_rate: int, cfg: TokensConfig, key: str = "tokens") -> list[str]:
+    """Every setting the codec cannot honour, each naming the key to change (empty when it can run).
+
+    `config` is the codec's EncodecConfig and `feature_rate` its feature extractor's sampling rate;
+    checked before any work (`tokens_preflight`) and again by `encode_windows`.
+    """
+    out = _storage_problems(config)
+    bandwidths = [float(b) for b in config.target_bandwidths]
+    if codec_bandwidth(config, cfg) not in bandwidths:
+        out.append(
+            f"{key}.bandwidth={cfg.bandwidth} is not one of the bandwidths of codec {cfg.codec} ({bandwidths} kbps); "
+            f"set {key}.bandwidth to one of them, or to null for the first"
+        )
+    if int(feature_rate) != int(config.sampling_rate):
+        out.append(
+            f"codec {cfg.codec}: its feature extractor is at {feature_rate} Hz but the model at "
+            f"{config.sampling_rate} Hz; fix the checkpoint's preprocessor_config.json or choose another {key}.codec"
+        )
+    return out
 
 
 def valid_frames(duration_s: float, frame_rate: float) -> int:
@@ -117,16 +157,10 @@ def encode_windows(
     import torch
 
     info = codec_info(model)
-    if feature_extractor.sampling_rate != info.sample_rate:
-        raise ValueError(
-            f"feature extractor is at {feature_extractor.sampling_rate} Hz but the codec at {info.sample_rate} Hz"
-        )
-    bandwidth = cfg.bandwidth if cfg.bandwidth is not None else float(model.config.target_bandwidths[0])
-    if bandwidth not in [float(b) for b in model.config.target_bandwidths]:
-        raise ConfigError(
-            f"tokens.bandwidth={bandwidth} is not one of the codec's bandwidths {list(model.config.target_bandwidths)}",
-            key="tokens.bandwidth",
-        )
+    problems = codec_problems(model.config, feature_extractor.sampling_rate, cfg)
+    if problems:
+        raise ConfigErrors(problems)
+    bandwidth = codec_bandwidth(model.config, cfg)
     device = next(iter(model.parameters())).device
 
     items: list[tuple[int, int, np.ndarray]] = []  # (window index, part index, codec input)
@@ -288,6 +322,22 @@ def tokens_model_fingerprint(section: Any, models: Any) -> str:
 
         load_encodec(cfg.codec, tiny=tiny, cache_dir=cache_dir)
         return model_fingerprint(path)
+
+
+def tokens_preflight(section: Any, models: Any) -> list[str]:
+    """The tokens stage's settings checked against the codec's own config files, before any work:
+    a bandwidth the codec lacks would otherwise fail every window."""
+    from tunekit.models.encodec import load_encodec_config
+
+    cfg = as_tokens_config(section)
+    if not cfg.enabled:
+        return []
+    tiny, cache_dir = models_settings(models)
+    try:
+        config, feature_rate = load_encodec_config(cfg.codec, tiny=tiny, cache_dir=cache_dir)
+    except ConfigError as exc:
+        return [f"tokens.codec: {exc}"]
+    return codec_problems(config, feature_rate, cfg)
 
 
 def _codec(cfg: TokensConfig, models: Any) -> tuple[Any, Any]:
