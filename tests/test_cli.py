@@ -80,6 +80,33 @@ def test_config_verb_prints_merged_config(tmp_path):
     assert "seed: 7" in res.stdout
 
 
+def test_config_prints_required_values_not_given_as_missing():
+    """`tunekit config train recipe=lofi` shows the merged recipe before a dataset exists: ??? marks the
+    required values, listed on stderr; nothing else is wrong, so it exits 0."""
+    res = run_cli("config", "train", "recipe=lofi")
+    assert res.returncode == 0, res.stderr
+    assert "out: ???" in res.stdout and "  path: ???" in res.stdout and "recipe_name: lofi" in res.stdout
+    assert "r: 16" in res.stdout  # the recipe's own values are merged in
+    assert res.stderr.strip() == (
+        "tunekit: note: required values not set (shown as ???): data.path, out; "
+        "`tunekit train` needs them, e.g. data.path=..."
+    )
+    job = run_cli("train", "recipe=lofi", "--cfg", "job")
+    assert job.returncode == 0 and job.stdout == res.stdout, job.stderr
+
+
+def test_config_and_run_report_every_wrong_value_at_once():
+    shown = run_cli("config", "train", "recipe=lofi", "method.r=0", "trainer.lr=-1")
+    assert shown.returncode == 2
+    assert shown.stderr.strip() == (
+        "tunekit: error: 2 config problems: method.r: LoRA rank must be >= 1; trainer.lr: must be > 0 (got -1.0)"
+    )
+    run = run_cli("train", "recipe=lofi", "method.r=0", "trainer.lr=-1")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    wanted = ("4 config problems", "missing value for 'data.path'", "missing value for 'out'", "method.r", "trainer.lr")
+    assert all(part in run.stderr for part in wanted), run.stderr
+
+
 def test_no_hydra_litter_in_working_directory(tmp_path):
     res = run_cli("corpus", "synth", "--cfg", "job", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
@@ -136,3 +163,42 @@ def test_user_recipes_from_working_directory_and_path(tmp_path):
     res = run_cli("config", "train", f"recipe={elsewhere / 'other.yaml'}", "data=d", "out=o")
     assert res.returncode == 0, res.stderr
     assert "max_steps: 9" in res.stdout
+
+
+def test_help_lists_every_key_with_required_ones_as_missing():
+    train = run_cli("train", "--help")
+    assert train.returncode == 0, train.stderr
+    lines = train.stdout.splitlines()
+    assert any(line.startswith("  out=???") for line in lines), train.stdout
+    assert any(line.startswith("  data.path=???") for line in lines), train.stdout
+    assert any(line.startswith("  trainer.lr=") and "#" in line for line in lines), train.stdout  # nested, documented
+    assert "{...}" not in train.stdout and "=None" not in train.stdout
+    prep = run_cli("prep", "--help").stdout
+    assert "  stages=[ingest,license," in prep and "  quality.min_seconds=10.0" in prep
+
+
+def test_a_misspelt_section_names_the_valid_ones():
+    res = run_cli("prep", "qualty.min_seconds=3", "--cfg", "job")
+    assert res.returncode == 2
+    assert "'qualty' is not a config section; did you mean 'quality'? sections: caption, decode," in res.stderr
+
+
+def test_a_bare_word_gets_a_hint():
+    res = run_cli("prep", "mycorpus", "--cfg", "job")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "cannot parse 'mycorpus': arguments are key=value" in res.stderr and "tunekit prep --help" in res.stderr
+
+
+def test_a_list_key_takes_a_bare_value_as_a_one_item_list():
+    one = run_cli("config", "eval", "run=runs/x", "reference_splits=valid")
+    assert one.returncode == 0 and "reference_splits:\n- valid\nembeddings" in one.stdout, one.stderr
+    two = run_cli("config", "eval", "run=runs/x", "reference_splits=valid,test")
+    assert two.returncode == 0 and "reference_splits:\n- valid\n- test\n" in two.stdout, two.stderr
+
+
+def test_train_into_an_existing_file_is_one_line(tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("not a folder")
+    res = run_cli("train", "recipe=demo", f"data.path={tmp_path}", f"out={target}", "logger=none")
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert f"out: {target} is a file; give a folder for the run" in res.stderr

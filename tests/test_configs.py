@@ -13,7 +13,7 @@ import pytest
 
 from tunekit.cli.main import VERBS
 from tunekit.config.compose import group_choices, group_options, load_config
-from tunekit.errors import ConfigError
+from tunekit.errors import ConfigError, ConfigErrors
 from tunekit.paths import resource_dir
 
 
@@ -23,28 +23,27 @@ def _schema(verb):
 
 
 def _combinations(config: str) -> list[list[str]]:
-    """Override lists selecting every option of every group reachable from `config`."""
+    """Override lists choosing an option in every group reachable from `config`, in every combination
+    (choosing an option can bring in further groups, which are then combined too), plus the defaults."""
+    import itertools
+
+    out: list[list[str]] = [[]]
     todo: list[list[str]] = [[]]
-    seen: set[tuple[str, ...]] = set()
-    out: list[list[str]] = []
     while todo:
         overrides = todo.pop()
-        key = tuple(sorted(overrides))
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append(overrides)
         chosen = {o.split("=")[0] for o in overrides}
-        for group in group_choices(config, overrides):
-            if group in chosen:
-                continue
-            for option in group_options(group):
-                todo.append([*overrides, f"{group}={option}"])
+        groups = [g for g in group_choices(config, overrides) if g not in chosen]
+        if not groups:
+            continue
+        for options in itertools.product(*[[f"{g}={o}" for o in group_options(g)] for g in groups]):
+            todo.append([*overrides, *options])
+            out.append([*overrides, *options])
     return out
 
 
 def _required(verb) -> list[str]:
-    """Values a verb cannot compose without (e.g. the dataset path), filled with placeholders."""
+    """Values a verb cannot compose without (e.g. the dataset path), filled with placeholders.
+    Only for tests of composition errors; `valid_inputs` gives values that pass validation."""
     from omegaconf import OmegaConf
 
     from tunekit.config.compose import compose_raw
@@ -53,19 +52,86 @@ def _required(verb) -> list[str]:
     return [f"{k}=placeholder" for k in OmegaConf.missing_keys(cfg)]
 
 
+# What a user must give besides the schema's required (???) keys before a verb's checks pass,
+# as in each verb's worked example. Paths are made under the test's temporary folder.
+USER_INPUTS: dict[str, list[str]] = {
+    "generate": ["prompt=a mellow lo-fi beat with warm piano"],
+    "eval": ["generated={tmp}/generated", "reference={tmp}/reference", "out={tmp}/eval"],
+    "corpus fma": ["tracks={tmp}/tracks.csv"],  # a file: names with a suffix are made as empty files
+    "corpus jamendo": ["tsv={tmp}/autotagging.tsv"],
+}
+
+
+def valid_inputs(verb, tmp: Path) -> list[str]:
+    """Overrides that make `verb`'s own config valid: each required (???) key set to an existing
+    folder under `tmp` (every required value is a path today), plus USER_INPUTS."""
+    from omegaconf import OmegaConf
+
+    from tunekit.config.compose import compose_raw
+
+    cfg = OmegaConf.merge(OmegaConf.structured(_schema(verb)), compose_raw(verb.config))
+    given = {item.partition("=")[0]: item.partition("=")[2] for item in USER_INPUTS.get(verb.name, [])}
+    for key in sorted(OmegaConf.missing_keys(cfg)):
+        given.setdefault(key, f"{{tmp}}/{key.replace('.', '_')}")
+    out = []
+    for key, value in given.items():
+        if "{tmp}" in value:
+            path = Path(value.format(tmp=tmp))
+            if path.suffix:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch()
+            else:
+                path.mkdir(parents=True, exist_ok=True)
+            value = str(path)
+        out.append(f"{key}={value}")
+    return out
+
+
+def config_problems(verb, overrides: list[str]) -> list[str]:
+    """Every problem the full validation (composition, required values, the schema's checks) reports
+    for `verb` with `overrides`; empty when the config is valid."""
+    try:
+        load_config(verb.config, overrides, _schema(verb))
+    except ConfigErrors as exc:
+        return exc.problems
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
+
+
 @pytest.mark.parametrize("name", sorted(VERBS))
-def test_every_group_option_composes_and_validates(name):
+def test_every_group_option_composes_and_validates(name, tmp_path):
+    """Every shipped config, group option, recipe and pipeline, alone and combined, passes the full
+    validation a run does: any problem at all is a failure."""
     verb = VERBS[name]
-    schema = _schema(verb)
-    required = _required(verb)
+    inputs = valid_inputs(verb, tmp_path)
     combos = _combinations(verb.config)
     assert combos, name
-    for overrides in combos:
-        try:
-            load_config(verb.config, [*required, *overrides], schema)
-        except ConfigError as exc:
-            # Validation of placeholder values is fine; structural errors are not.
-            assert "unknown" not in str(exc) and "invalid value" not in str(exc), (overrides, exc)
+    failing = {" ".join(o) or "(defaults)": p for o in combos if (p := config_problems(verb, [*inputs, *o]))}
+    assert not failing, failing
+
+
+def test_the_check_reports_every_wrong_value_of_a_user_recipe(tmp_path, monkeypatch):
+    """The check above fails on a wrong value: a recipe in $TUNEKIT_RECIPES_PATH with two is
+    visited by the walk, and both are reported at once."""
+    recipes = tmp_path / "my_recipes"
+    recipes.mkdir()
+    (recipes / "broken.yaml").write_text(
+        "# @package _global_\n# a recipe with two wrong values\nmethod:\n  r: 0\ntrainer:\n  lr: -1\n"
+    )
+    monkeypatch.setenv("TUNEKIT_RECIPES_PATH", str(recipes))
+    verb = VERBS["train"]
+    assert "broken" in group_options("recipes")  # so the walk visits recipes=broken
+    inputs = valid_inputs(verb, tmp_path)
+    assert config_problems(verb, [*inputs, "recipes=lofi"]) == []
+    problems = config_problems(verb, [*inputs, "recipes=broken"])
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("method.r:") and problems[1].startswith("trainer.lr:"), problems
+    # Without the required values, those are reported in the same error as the wrong ones.
+    everything = config_problems(verb, ["recipes=broken"])
+    missing = [p.split(" (")[0] for p in everything if p.startswith("missing value")]
+    assert missing == ["missing value for 'data.path'", "missing value for 'out'"], everything
+    assert [p for p in everything if not p.startswith("missing value")] == problems, everything
 
 
 def test_every_primary_config_belongs_to_a_verb():

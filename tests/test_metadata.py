@@ -54,6 +54,32 @@ def test_sources_merge_field_by_field(tmp_path: Path) -> None:
     assert meta.problems == []
 
 
+def test_a_sidecar_and_csv_licence_conflict_is_recorded(tmp_path: Path) -> None:
+    _write_csv(tmp_path / "metadata.csv", ["path", "license"], [
+        ["clash.wav", "CC BY-ND 4.0"],
+        ["same.wav", "CC-BY-4.0"],
+        ["unversioned.wav", "CC-BY-SA-4.0"],
+        ["silent.wav", "CC-BY-NC-4.0"],
+    ])
+    sidecars = {"clash": "Attribution-NonCommercial-ShareAlike 4.0 International",
+                "same": "https://creativecommons.org/licenses/by/4.0/", "unversioned": "Attribution-ShareAlike",
+                "silent": "unknown"}
+    for stem, licence in sidecars.items():
+        (tmp_path / f"{stem}.json").write_text(json.dumps({"license": licence}))
+    corpus = load_corpus_metadata(tmp_path, read_embedded_tags=False)
+    clash = corpus.for_track(tmp_path / "clash.wav")
+    assert clash.license_info.id == "CC-BY-NC-SA-4.0" and clash.license_source == "sidecar"
+    assert clash.license_conflict == "sidecar: CC-BY-NC-SA-4.0; csv: CC-BY-ND-4.0"
+    assert clash.license_candidates == {"sidecar": sidecars["clash"], "csv": "CC BY-ND 4.0"}
+    # Two spellings of one licence, or one licence with and without its version, agree.
+    for stem in ("same", "unversioned"):
+        meta = corpus.for_track(tmp_path / f"{stem}.wav")
+        assert meta.license_conflict is None and meta.license_candidates == {} and meta.license_source == "sidecar"
+    # A sidecar that says nothing about the licence does not hide the table's licence, nor conflict with it.
+    silent = corpus.for_track(tmp_path / "silent.wav")
+    assert (silent.license_info.id, silent.license_source, silent.license_conflict) == ("CC-BY-NC-4.0", "csv", None)
+
+
 def test_embedded_tags_alone(tmp_path: Path) -> None:
     licensed = _wav(tmp_path / "a.wav", artist="X", copyright="https://creativecommons.org/licenses/by/4.0/")
     notice = _wav(tmp_path / "b.wav", artist="Y", copyright="(c) 2020 Y, all rights reserved")
@@ -310,3 +336,28 @@ def test_data_readme_examples_run(repo_root: Path, tmp_path: Path, monkeypatch: 
     assert load_corpus_metadata(Path("fma")).for_track(Path("fma_full/000/000002.mp3")).title == "Food"
     rain = load_corpus_metadata(Path("mtg")).for_track(Path("audio/19/6719.low.mp3"))
     assert rain.license_info.spdx == "CC-BY-3.0" and rain.date_observed == "2024-06-30"
+
+
+def test_converter_verbs_write_what_the_functions_write(tmp_path: Path) -> None:
+    """`tunekit corpus fma` / `corpus jamendo` are the converters on the command line; nothing written is a failure."""
+    from tunekit.cli.main import main
+
+    meta_dir, corpus = tmp_path / "fma_metadata", tmp_path / "fma"
+    _fma_fixture(meta_dir, corpus / "fma_large")
+    args = [f"tracks={meta_dir / 'tracks.csv'}", f"audio={corpus / 'fma_large'}", "observed=2024-05-01"]
+    assert main(["corpus", "fma", *args, f"out={corpus / 'metadata.csv'}"]) == 0
+    fma_to_metadata_csv(meta_dir / "tracks.csv", corpus / "fma_large", corpus / "direct.csv", observed="2024-05-01")
+    assert (corpus / "metadata.csv").read_text() == (corpus / "direct.csv").read_text()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["corpus", "fma", f"tracks={meta_dir / 'tracks.csv'}", f"audio={empty}",
+                 f"out={tmp_path / 'none.csv'}"]) == 1  # no track has audio there
+
+    mtg = tmp_path / "mtg"
+    _jamendo_fixture(mtg, mtg / "audio")
+    assert main(["corpus", "jamendo", f"tsv={mtg / 'data' / 'autotagging.tsv'}", f"audio={mtg / 'audio'}",
+                 f"out={mtg / 'metadata.csv'}", f"licenses={mtg / 'audio_licenses.txt'}",
+                 f"meta={mtg / 'data' / 'raw.meta.tsv'}", "observed=2024-06-30"]) == 0
+    assert sorted(load_corpus_metadata(mtg).rows) == ["audio/14/214.mp3", "audio/19/6719.low.mp3", "audio/82/382.mp3"]
+    assert main(["corpus", "jamendo", f"tsv={tmp_path / 'nope.tsv'}", f"audio={mtg / 'audio'}",
+                 f"out={mtg / 'x.csv'}"]) == 2

@@ -26,7 +26,7 @@ def test_every_recipe_composes_validates_and_documents_itself(recipe):
 def test_demo_recipe_is_tiny_on_the_cpu():
     cfg = load_config("train", ["recipe=demo", *REQUIRED], TrainConfig)
     assert cfg.models.tiny is True and cfg.trainer.device == "cpu" and cfg.trainer.max_steps <= 100
-    assert cfg.logger._target_.endswith("CSVLogger")
+    assert cfg.logger._target_.endswith("WandbLogger")  # offline without an API key: no account needed
 
 
 @pytest.mark.parametrize("method,lr", [("lora", 2e-4), ("full", 1e-5)])

@@ -39,6 +39,24 @@ VERBS: dict[str, Verb] = {
             example="tunekit corpus synth out=data/demo seed=0",
         ),
         Verb(
+            name="corpus fma",
+            summary="Write metadata.csv (licences, artists, titles, genres) for an FMA download.",
+            config="corpus_fma",
+            schema="tunekit.corpus.convert:FmaConfig",
+            runner="tunekit.corpus.convert:run_fma",
+            example="tunekit corpus fma tracks=fma/fma_metadata/tracks.csv audio=fma/fma_full out=fma/metadata.csv "
+            "observed=2024-05-01",
+        ),
+        Verb(
+            name="corpus jamendo",
+            summary="Write metadata.csv (licences, tags, artists) for an MTG-Jamendo download.",
+            config="corpus_jamendo",
+            schema="tunekit.corpus.convert:JamendoConfig",
+            runner="tunekit.corpus.convert:run_jamendo",
+            example="tunekit corpus jamendo tsv=mtg/data/autotagging.tsv audio=mtg/audio out=mtg/metadata.csv "
+            "licenses=mtg/audio_licenses.txt observed=2024-06-30",
+        ),
+        Verb(
             name="prep",
             summary="Turn a folder of licensed music into training data: licences, vocals removed, -14 LUFS, "
             "30 s windows, tags, captions, EnCodec tokens.",
@@ -118,25 +136,19 @@ def _usage() -> str:
 
 
 def _verb_help(verb: Verb) -> str:
-    from tunekit.config.compose import field_docs
+    """A verb's usage: every key with its default and one-line doc, nested sections as dotted keys."""
+    from tunekit.config.compose import flat_keys, load_config
 
     lines = [f"usage: tunekit {verb.name} [key=value ...] [--cfg job]", "", verb.summary, ""]
     try:
-        schema = _load(verb.schema)
-        docs = field_docs(schema)
-        from tunekit.config.compose import compose_raw
-
-        cfg = compose_raw(verb.config)
-        from omegaconf import DictConfig, OmegaConf
-
-        lines.append("keys (defaults from configs/%s.yaml; ??? = required):" % verb.config)
-        for key in cfg:
-            if OmegaConf.is_missing(cfg, key):
-                shown = "???"
-            else:
-                value = cfg[key]
-                shown = "{...}" if isinstance(value, DictConfig) else value if isinstance(value, str) else repr(value)
-            doc = docs.get(str(key), "")
+        cfg = load_config(verb.config, [], _load(verb.schema), allow_missing=True, check=False)
+        lines.append(f"keys (defaults from configs/{verb.config}.yaml; ??? = required; null = not set):")
+        section = None
+        for key, shown, doc in flat_keys(cfg, _load(verb.schema)):
+            head = key.rpartition(".")[0]
+            if head != section and head:
+                lines.append("")
+            section = head
             lines.append(f"  {key}={shown}" + (f"    # {doc}" if doc else ""))
     except Exception as exc:  # help must never crash; show what is wrong instead
         lines.append(f"(could not read the config: {exc})")
@@ -152,14 +164,25 @@ def _run_ls(args: list[str]) -> int:
 
 
 def _run_config(args: list[str]) -> int:
-    from tunekit.config.compose import load_config, to_yaml
-
     name, rest = _split_verb(args)
     if name is None:
         print("usage: tunekit config VERB [key=value ...]\n\nexample:\n  tunekit config train recipe=lofi")
         return 2 if not args else 0
-    verb = VERBS[name]
-    print(to_yaml(load_config(verb.config, _expand(verb, rest), _load(verb.schema))), end="")
+    return _print_config(VERBS[name], rest)
+
+
+def _print_config(verb: Verb, overrides: list[str]) -> int:
+    """Print a verb's merged config (`tunekit config VERB`, `--cfg job`). Required values not given
+    print as `???` and are listed on stderr; any other problem is an error."""
+    from tunekit.config.compose import load_config, missing_keys, to_yaml
+
+    cfg = load_config(verb.config, _expand(verb, overrides), _load(verb.schema), allow_missing=True)
+    print(to_yaml(cfg), end="")
+    missing = missing_keys(cfg)
+    if missing:
+        keys = ", ".join(missing)
+        print(f"tunekit: note: required values not set (shown as ???): {keys}; "
+              f"`tunekit {verb.name}` needs them, e.g. {missing[0]}=...", file=sys.stderr)
     return 0
 
 
@@ -210,17 +233,12 @@ def run(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in rest):
         print(_verb_help(verb))
         return 0
-    print_cfg = False
     if "--cfg" in rest:
         i = rest.index("--cfg")
-        rest = rest[:i] + rest[i + 2 :]
-        print_cfg = True
-    from tunekit.config.compose import load_config, to_yaml
+        return _print_config(verb, rest[:i] + rest[i + 2 :])
+    from tunekit.config.compose import load_config
 
     cfg = load_config(verb.config, _expand(verb, rest), _load(verb.schema))
-    if print_cfg:
-        print(to_yaml(cfg), end="")
-        return 0
     return int(_load(verb.runner)(cfg) or 0)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import difflib
 import re
 import shutil
 import tempfile
@@ -121,7 +122,14 @@ def _friendly(exc: Exception, config_name: str, overrides: list[str], roots: lis
         if m and m.group(1) == config_name:
             return ConfigError(f"no config '{config_name}.yaml' in {resource_dir('configs')}")
     if isinstance(exc, OverrideParseException):
-        return ConfigError(f"cannot parse override: {text.splitlines()[0]}")
+        first = text.splitlines()[0]
+        m = re.search(r"Error parsing override '([^'=]+)'", first)
+        if m:
+            return ConfigError(
+                f"cannot parse '{m.group(1)}': arguments are key=value (e.g. out={m.group(1)}); "
+                f"`tunekit {config_name} --help` lists the keys"
+            )
+        return ConfigError(f"cannot parse override: {first}")
     if isinstance(exc, ConfigCompositionException):
         m = re.search(r"Could not override '([^']+)'", text)
         if m:
@@ -151,7 +159,12 @@ def _unknown_key_message(key: str, config_name: str, roots: list[Path]) -> str:
         if isinstance(node, DictConfig) and part in node:
             node = node[part]
         else:
-            return f"unknown key '{key}': '{parent_path}' is not a config section"
+            sections = sorted(str(k) for k, v in node.items_ex(resolve=False) if isinstance(v, DictConfig)) \
+                if isinstance(node, DictConfig) else []
+            close = difflib.get_close_matches(part, sections, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            where = f"'{parent_path}'" if parent_path == part else f"'{part}' (in '{parent_path}')"
+            return f"unknown key '{key}': {where} is not a config section; {hint}sections: {', '.join(sections)}"
     where = f" under '{parent_path}'" if parent_path else ""
     valid = ", ".join(sorted(str(k) for k in node.keys())) if isinstance(node, DictConfig) else ""
     return f"unknown key '{key}'; valid keys{where}: {valid}"
@@ -164,7 +177,8 @@ def _friendly_omegaconf(exc: BaseException, config_name: str, roots: list[Path])
         key = getattr(exc, "full_key", None) or None
         msg = str(exc).splitlines()[0]
         if isinstance(exc, ValidationError) and key:
-            return ConfigError(f"invalid value for '{key}': {msg}", key=key)
+            hint = f"; give a list, e.g. {key}=[a,b]" if "ListConfig" in msg else ""
+            return ConfigError(f"invalid value for '{key}': {msg}{hint}", key=key)
         if isinstance(exc, ConfigKeyError) and key:
             return ConfigError(_unknown_key_message(key, config_name, roots), key=key)
         return ConfigError(f"{key + ': ' if key else ''}{msg}", key=key)
@@ -188,11 +202,22 @@ def compose_raw(config_name: str, overrides: list[str] | None = None, return_hyd
         raise
 
 
-def load_config(config_name: str, overrides: list[str] | None = None, schema: type | None = None):
+def load_config(
+    config_name: str,
+    overrides: list[str] | None = None,
+    schema: type | None = None,
+    *,
+    allow_missing: bool = False,
+    check: bool = True,
+):
     """Compose and validate a verb's config. Missing required values and the schema's own checks
-    (a `problems(cfg) -> list[str]` classmethod, when defined) are all reported at once."""
+    (a `problems(cfg) -> list[str]` classmethod, when defined) are all reported at once, in one
+    ConfigErrors. With `allow_missing` (printing a config) required values may stay `???`; every
+    other problem is still raised. `check=False` skips the schema's checks (help text)."""
     from omegaconf import OmegaConf
 
+    if schema is not None:
+        overrides = _bare_lists(list(overrides or []), list_keys(schema))
     cfg = compose_raw(config_name, overrides)
     if schema is not None:
         try:
@@ -205,13 +230,67 @@ def load_config(config_name: str, overrides: list[str] | None = None, schema: ty
             raise
         OmegaConf.set_struct(merged, True)
         cfg = merged
-    problems = [f"missing value for '{k}' (set it with {k}=...)" for k in sorted(OmegaConf.missing_keys(cfg))]
-    check = getattr(schema, "problems", None)
-    if not problems and callable(check):
-        problems += list(check(cfg))
+    missing = missing_keys(cfg)
+    problems = [] if allow_missing else [f"missing value for '{k}' (set it with {k}=...)" for k in missing]
+    checker = getattr(schema, "problems", None) if check else None
+    if callable(checker):
+        problems += list(checker(_missing_as_none(cfg) if missing else cfg))
     if problems:
         raise ConfigErrors(problems)
     return cfg
+
+
+def list_keys(schema: type, prefix: str = "") -> set[str]:
+    """Dotted keys of the schema's list-valued fields, nested sections included."""
+    import typing
+
+    out: set[str] = set()
+    if not dataclasses.is_dataclass(schema):
+        return out
+    try:
+        hints = typing.get_type_hints(schema)
+    except Exception:  # noqa: BLE001 - without hints no key is known to be a list
+        return out
+    for name, t in hints.items():
+        args = [a for a in typing.get_args(t) if a is not type(None)]
+        if typing.get_origin(t) is list or any(typing.get_origin(a) is list for a in args):
+            out.add(prefix + name)
+        elif dataclasses.is_dataclass(t):
+            out |= list_keys(t, f"{prefix}{name}.")
+    return out
+
+
+def _bare_lists(overrides: list[str], keys: set[str]) -> list[str]:
+    """`key=a` or `key=a,b` for a list key becomes `key=[a]` / `key=[a,b]` (Hydra reads the first as a
+    string and the second as a sweep)."""
+    out = []
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        bare = eq and key in keys and value and not value.startswith("[") and value not in ("null", "???")
+        out.append(f"{key}=[{value}]" if bare else item)
+    return out
+
+
+def missing_keys(cfg: Any) -> list[str]:
+    """The dotted keys of required values (`???`) not given, sorted."""
+    from omegaconf import OmegaConf
+
+    return sorted(OmegaConf.missing_keys(cfg))
+
+
+def _missing_as_none(cfg: Any) -> Any:
+    """A copy of `cfg` in which every missing value (`???`) reads as None, so the schema's checks
+    can look at all the other values (reading a missing value would raise)."""
+    from omegaconf import OmegaConf
+
+    def fill(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: fill(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [fill(v) for v in node]
+        return None if node == "???" else node
+
+    return OmegaConf.create(fill(OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False)))
 
 
 def as_schema(schema: type, cfg: Any) -> Any:
@@ -223,6 +302,58 @@ def as_schema(schema: type, cfg: Any) -> Any:
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(cfg)
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg))
+
+
+def flat_keys(cfg: Any, schema: type | None) -> list[tuple[str, str, str]]:
+    """(dotted key, value as typed on the command line, one-line doc) for every leaf of a composed config;
+    docs come from the schema's dataclasses, nested sections included."""
+    from omegaconf import DictConfig, OmegaConf
+
+    out: list[tuple[str, str, str]] = []
+
+    def walk(node: Any, prefix: str, cls: Any) -> None:
+        docs = field_docs(cls) if cls is not None else {}
+        hints = _field_types(cls)
+        for key in node:
+            dotted = f"{prefix}{key}"
+            if OmegaConf.is_missing(node, key):
+                out.append((dotted, "???", docs.get(str(key), "")))
+                continue
+            value = node[key]
+            if isinstance(value, DictConfig):
+                walk(value, f"{dotted}.", hints.get(str(key)))
+                continue
+            out.append((dotted, _as_override(OmegaConf.to_container(value) if OmegaConf.is_config(value) else value),
+                        docs.get(str(key), "")))
+
+    walk(cfg, "", schema)
+    return out
+
+
+def _as_override(value: Any) -> str:
+    """A value as it is typed in a key=value override: null, true, [a,b], {k: v}."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ",".join(_as_override(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_as_override(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def _field_types(cls: Any) -> dict[str, Any]:
+    """Field name -> dataclass type of nested sections of a dataclass (empty for anything else)."""
+    import typing
+
+    if cls is None or not dataclasses.is_dataclass(cls):
+        return {}
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - docs are best-effort
+        return {}
+    return {name: t for name, t in hints.items() if dataclasses.is_dataclass(t)}
 
 
 def field_docs(schema: type) -> dict[str, str]:

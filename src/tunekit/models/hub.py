@@ -44,10 +44,30 @@ def weights_not_found(model_id: str, exc: BaseException, hub_repo: str | None = 
 
 
 @contextlib.contextmanager
-def loading(model_id: str, hub_repo: str | None = None) -> Iterator[None]:
-    """Run a `from_pretrained` block; a missing-files OSError becomes `weights_not_found(...)`."""
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' own progress bars ("Loading weights", "Writing model shards") inside the block.
+
+    They break tunekit's progress display and say nothing a user needs. Download progress is huggingface_hub's
+    and stays visible.
+    """
+    from transformers.utils import logging as hf_logging
+
+    def empty(factory: object, args: tuple, kwargs: dict) -> object:
+        return hf_logging.EmptyTqdm(*args, **kwargs)
+
+    previous = hf_logging.set_tqdm_hook(empty)
     try:
         yield
+    finally:
+        hf_logging.set_tqdm_hook(previous)
+
+
+@contextlib.contextmanager
+def loading(model_id: str, hub_repo: str | None = None) -> Iterator[None]:
+    """Run a `from_pretrained` block quietly; a missing-files OSError becomes `weights_not_found(...)`."""
+    try:
+        with quiet_transformers():
+            yield
     except TunekitError:
         raise
     except OSError as exc:  # transformers and huggingface_hub raise OSError subclasses for missing files

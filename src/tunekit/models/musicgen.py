@@ -149,6 +149,8 @@ def build_tiny_musicgen(out: Path, *, stereo: bool, melody: bool) -> None:
     from tunekit.models.encodec import tiny_encodec_model
     from tunekit.models.tiny import save_processor_files, seeded, tiny_t5_tokenizer
 
+    _quiet_special_token_false_alarm()
+
     tokenizer = tiny_t5_tokenizer()
     text_encoder = tiny_t5_encoder(len(tokenizer))
     audio_encoder = tiny_encodec_model()

@@ -23,6 +23,7 @@ from typing import Any
 from tunekit import paths
 from tunekit.atomic import write_json
 from tunekit.errors import ConfigError
+from tunekit.models.hub import quiet_transformers
 
 MANIFEST = "tunekit-tiny.json"
 TINY_VERSION = 2  # bump when a builder changes: cached tiny models of another version are rebuilt
@@ -125,7 +126,8 @@ def ensure_tiny(name: str, cache_dir: str | os.PathLike[str] | None = None) -> P
         build = builder(name)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=final.parent))
         try:
-            build(tmp)
+            with quiet_transformers():
+                build(tmp)
             _fsync_files(tmp)
             write_json(tmp / MANIFEST, {"name": name, "version": TINY_VERSION, "random_weights": True})
             if final.exists():  # an older version: move it aside, then drop it

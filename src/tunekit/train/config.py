@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING
@@ -176,4 +177,6 @@ class TrainConfig:
         need(cfg.eval.top_k >= 0, "eval.top_k", "must be >= 0")
         need(cfg.eval.temperature > 0, "eval.temperature", "must be > 0")
         need(cfg.logger.mode in ("auto", "online", "offline"), "logger.mode", "must be auto, online or offline")
+        out = Path(str(cfg.out)).expanduser() if cfg.out else None
+        need(out is None or not out.exists() or out.is_dir(), "out", f"{cfg.out} is a file; give a folder for the run")
         return p
