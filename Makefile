@@ -37,7 +37,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # corpus -> prep (licences, Demucs, -14 LUFS, windows, tags, captions, EnCodec tokens) -> train -> generate -> eval.
 demo: venv
 	HF_HUB_OFFLINE=1 $(TUNEKIT) corpus synth out=$(DEMO_DIR) n_tracks=$(DEMO_TRACKS)
-	HF_HUB_OFFLINE=1 $(TUNEKIT) prep corpus=$(DEMO_DIR) out=$(DEMO_OUT) models=tiny quiet=true
+	HF_HUB_OFFLINE=1 $(TUNEKIT) prep corpus=$(DEMO_DIR) out=$(DEMO_OUT) models=tiny
 	@echo "Tags and captions of a few windows (with models=tiny the CLAP tags are random and left out of"
 	@echo "the captions: these captions come from the Essentia DSP tags and the corpus metadata):"
 	$(PY) -m tunekit.prep.show $(DEMO_OUT) 3

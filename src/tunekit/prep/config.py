@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import MISSING
+
 from tunekit.models.config import ModelsConfig
 from tunekit.prep.caption import CaptionConfig
 from tunekit.prep.separate import SeparateConfig
@@ -181,12 +183,12 @@ class SplitConfig:
 class PrepConfig:
     """`tunekit prep corpus=<dir> out=<dir>`: turn a folder of music into a training-ready dataset."""
 
-    corpus: str | None = None  # folder of audio files (searched recursively) with optional sidecars/metadata.csv
-    out: str | None = None  # dataset folder: tracks.parquet, windows.parquet, audio/, summary.json
+    corpus: str | None = MISSING  # folder of audio files (searched recursively) with optional sidecars/metadata.csv
+    out: str | None = MISSING  # dataset folder: tracks.parquet, windows.parquet, audio/, summary.json
     pipeline_name: str = "musicgen"  # name of the pipeline (set by the pipeline file)
     stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))  # the pipeline's stages, in order
     workers: int = 0  # worker processes; 0: one per CPU core
-    quiet: bool = False  # no live progress display (logs, CI); the final summary is still printed
+    quiet: bool = False  # plain progress lines instead of the live display (automatic when output is not a terminal)
     overwrite: bool = False  # allow reusing an `out` made from another corpus or working format
     cache_dir: str | None = None  # stage cache; null: <out>/.cache
     license_policy: str = "open"  # any | open (no NoDerivatives) | commercial (CC0/PD, BY, BY-SA only)
@@ -209,7 +211,7 @@ class PrepConfig:
     def problems(cls, cfg: Any) -> list[str]:
         """Every invalid option in `cfg` (a DictConfig or a PrepConfig), each naming its key.
 
-        Paths (corpus, out) are checked by `run_prep`, so `tunekit config prep` works without them.
+        Paths (corpus, out) are checked by `run_prep` (they must exist and be writable then).
         """
         from tunekit.prep.registry import stage_problems
 

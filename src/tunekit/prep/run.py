@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from omegaconf import MISSING
+
 from tunekit.errors import ConfigError, ConfigErrors, RunFailedError
 from tunekit.prep.config import PrepConfig, as_prep_config, config_dict
 
@@ -46,7 +48,7 @@ def _writable_dir(path: Path, key: str) -> str | None:
 def path_problems(cfg: PrepConfig) -> list[str]:
     """Problems with corpus, out and cache_dir (missing, not a folder, not writable)."""
     out: list[str] = []
-    if not cfg.corpus:
+    if not cfg.corpus or cfg.corpus == MISSING:
         out.append("missing value for 'corpus' (set it with corpus=<folder of audio files>)")
     else:
         corpus = Path(cfg.corpus).expanduser()
@@ -54,7 +56,7 @@ def path_problems(cfg: PrepConfig) -> list[str]:
             out.append(f"corpus={cfg.corpus} does not exist; give the folder that holds your audio files")
         elif not corpus.is_dir():
             out.append(f"corpus={cfg.corpus} is not a folder; give the folder that holds your audio files")
-    if not cfg.out:
+    if not cfg.out or cfg.out == MISSING:
         out.append("missing value for 'out' (set it with out=<folder for the dataset>)")
     else:
         problem = _writable_dir(Path(cfg.out).expanduser(), "out")
@@ -190,7 +192,10 @@ def run_prep(cfg: Any) -> int:
         from tunekit.atomic import write_json
 
         write_json(out / MANIFEST, manifest)
-        handlers = _setup_logging(out, pc.quiet)
+        # Plain progress lines when asked, or when output goes to a file or pipe (CI, `make demo | tee`),
+        # where a live display would print every refresh.
+        plain = pc.quiet or not sys.stdout.isatty()
+        handlers = _setup_logging(out, plain)
         try:
             log.info("tunekit prep: %d audio files in %s -> %s; stages %s", len(rows), corpus, out, list(pc.stages))
             for problem in scan.metadata_problems:
@@ -210,7 +215,7 @@ def run_prep(cfg: Any) -> int:
                 models=pc.models,
             )
             console = _console()
-            reporter = LogReporter() if pc.quiet else RichReporter(console)
+            reporter = LogReporter() if plain else RichReporter(console)
             preload = worker_preload(pc.stages)
             engine = Engine(pc, ctx, lambda: make_executor(pc.workers, preload), reporter)
             try:
