@@ -87,7 +87,8 @@ def set_statistics(
                 continue
         todo.append((e, path))
     if todo:
-        what = f"{audio_set.name}{' (' + variant + ')' if variant else ''}"
+        # The variant's kind only (e.g. "reconstruction"): its full id is a cache key, not for people.
+        what = f"{audio_set.name}{' (' + variant.split(':')[0] + ')' if variant else ''}"
         log(f"embedding {what}: {len(audio_set.items)} clips with {', '.join(e.name for e, _ in todo)}")
         frames = embed_items([e for e, _ in todo], clips(audio_set, transform), batch_size=batch_size)
         for e, path in todo:
