@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from tunekit.audio.io import read_audio
-from tunekit.prep.tag import TagConfig, essentia_features, octave_related, same_tempo, track_dsp_tags, window_dsp_tags
+from tunekit.prep.tag import TagConfig
+from tunekit.prep.tag_dsp import essentia_features, octave_related, same_tempo, track_dsp_tags, window_dsp_tags
 
 # laion/larger_clap_music: HTSAT-base audio tower (no fusion), RoBERTa-base text tower, 512-d joint space.
 LARGER_CLAP_MUSIC = {
@@ -144,7 +145,7 @@ def bench_clap(seconds: float, repeats: int = 2) -> None:
     import torch
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
 
-    from tunekit.prep.tag import clap_audio_embedding
+    from tunekit.prep.tag_semantic import clap_audio_embedding
 
     config = ClapConfig(**LARGER_CLAP_MUSIC)
     torch.manual_seed(0)

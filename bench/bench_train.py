@@ -3,21 +3,24 @@
     python bench/bench_train.py                      # CPU: tiny + musicgen-small-shaped, LoRA vs full, 5 s clips
     python bench/bench_train.py --device cuda        # GPU: musicgen-small/-medium shapes, 30 s clips, batch sweep
     python bench/bench_train.py --models small --methods lora --steps 4 --json out.json
+    python bench/bench_train.py --models small --methods lora --targets all --seconds 10 --batches 2 \
+        --steps 3 --threads 1 --repeats 3            # the musicgen-dreamboothing comparison (docs/benchmarks.md)
 
 Models have random weights in the real architectures (a saved checkpoint folder the trainer loads like any
 local MusicGen): `tiny` is the tiny test model; `small` is musicgen-small's decoder (24 layers x 1024, 16
 heads) with a T5-base-shaped text encoder; `medium` is musicgen-medium's (48 x 1536, 24 heads). Each
-configuration runs in its own process so peak memory is its own. Reported: tokens/s (trained target tokens
-over step wall time, first step excluded as warm-up), seconds per step, the fraction of step time spent
-waiting for data, peak host RSS, peak GPU memory (cuda), and the pre-flight estimate for comparison.
-"""
+configuration runs in its own process so peak memory is its own; with --repeats the configurations run in
+rounds (interleaved) and the medians are reported. Reported: tokens/s (trained target tokens over step wall
+time, first step excluded as warm-up), seconds and CPU seconds per step, the fraction of step time spent
+waiting for data, peak host RSS of the whole process and of each step, peak GPU memory (cuda), and the
+pre-flight estimate for comparison."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -63,8 +66,6 @@ def write_dataset(root: Path, seconds: float, n_windows: int = 64) -> Path:
 def build_shaped_model(shape: str, out: Path) -> Path:
     """Save a random-weight MusicGen with the real decoder (and T5-base) shape, reusing the tiny model's
     tokenizer and codec, as a checkpoint folder `load_musicgen` reads."""
-    import shutil
-
     import torch
     from transformers import MusicgenConfig, MusicgenForConditionalGeneration
 
@@ -89,15 +90,9 @@ def build_shaped_model(shape: str, out: Path) -> Path:
     return out
 
 
-def child(spec: dict) -> dict:
-    """Run one configuration in this process; returns its measurements."""
-    import torch
-
-    from tunekit.config.compose import load_config
-    from tunekit.train.config import TrainConfig
-    from tunekit.train.run import run_train
-
-    overrides = [
+def overrides(spec: dict) -> list[str]:
+    """`tunekit train` overrides of one configuration (no validation, no checkpoints before the last step)."""
+    return [
         f"data.path={spec['data']}", f"out={spec['out']}", f"model.name={spec['model']}",
         f"models.tiny={str(spec['tiny']).lower()}", f"method={spec['method']}", "logger=none",
         f"trainer.device={spec['device']}", f"trainer.precision={spec['precision']}",
@@ -105,20 +100,32 @@ def child(spec: dict) -> dict:
         "trainer.eval_every=0", f"trainer.save_every={spec['steps'] + 1}", "trainer.log_every=1000", "eval.n_prompts=0",
         f"data.crop_seconds={spec['seconds']}", f"model.gradient_checkpointing={str(spec['ckpt']).lower()}",
         f"data.num_workers={spec['workers']}",
-    ]
-    cfg = load_config("train", overrides, TrainConfig)
+    ] + ([f"method.targets={spec['targets']}"] if spec["method"] == "lora" else [])
+
+
+def child(spec: dict) -> dict:
+    """Run one configuration in this process; returns its measurements, per step and overall."""
+    import torch
+
+    from tunekit.config.compose import load_config
+    from tunekit.train.config import TrainConfig
+    from tunekit.train.metrics import process_rss_peak_gib
+    from tunekit.train.run import run_train
+
+    cfg = load_config("train", overrides(spec), TrainConfig)
     t0 = time.perf_counter()
     run_train(cfg)
     wall = time.perf_counter() - t0
     rows = [json.loads(line) for line in (Path(spec["out"]) / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "step_s" in r]
     steady = rows[1:] if len(rows) > 1 else rows
-    step_s = float(np.mean([r["step_s"] for r in steady]))
     result = {
         "tokens_per_s": sum(r["tokens"] for r in steady) / sum(r["step_s"] for r in steady),
-        "s_per_step": step_s,
+        "s_per_step": float(np.mean([r["step_s"] for r in steady])),
+        "cpu_s_per_step": float(np.mean([r["cpu_s"] for r in steady])),
         "data_wait_frac": sum(r["data_s"] for r in steady) / sum(r["step_s"] for r in steady),
-        "rss_peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "rss_peak_by_step": [r["rss_peak_gib"] for r in rows],
+        "rss_peak_gib": process_rss_peak_gib(),  # the whole process, model loading included
         "wall_s": wall,
     }
     if spec["device"] == "cuda":
@@ -127,8 +134,8 @@ def child(spec: dict) -> dict:
     return result
 
 
-def model_counts(model_name: str, tiny: bool) -> dict:
-    """Shape and parameter counts (trainable for LoRA and full) the pre-flight estimate needs, from one load."""
+def model_counts(model_name: str, tiny: bool, targets: str) -> dict:
+    """Shape and parameter counts (held in host memory, on the device, trainable) the pre-flight estimate needs."""
     import copy
 
     from tunekit.models.musicgen import load_musicgen
@@ -138,22 +145,26 @@ def model_counts(model_name: str, tiny: bool) -> dict:
     model, _ = load_musicgen(model_name, tiny=tiny)
     shape = model_shape(model, 256)
     on_device = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("audio_encoder"))
+    lora_trainable, lora_total = count_parameters(apply_lora(copy.deepcopy(model), 16, 16.0, 0.05, targets))
     unfreeze_decoder(model)
-    full = count_parameters(model)[0]
-    lora = count_parameters(apply_lora(copy.deepcopy(model), 16, 16.0, 0.05, "attention_ffn"))[0]
-    return {"shape": shape, "on_device": on_device, "trainable": {"full": full, "lora": lora}}
+    full_trainable, full_total = count_parameters(model)
+    return {"shape": shape, "on_device": on_device, "trainable": {"full": full_trainable, "lora": lora_trainable},
+            "host": {"full": full_total, "lora": lora_total}}
 
 
 def estimate(counts: dict, spec: dict) -> dict:
-    """The trainer's pre-flight memory estimate for this configuration."""
-    from tunekit.train.preflight import estimate_memory
+    """The trainer's pre-flight memory estimate for this configuration (the same function, the same config)."""
+    import torch
 
-    shape = counts["shape"]
+    from tunekit.config.compose import load_config
+    from tunekit.train.config import TrainConfig
+    from tunekit.train.preflight import plan_memory
+
+    cfg = load_config("train", overrides(spec), TrainConfig)
     trainable = counts["trainable"][spec["method"]]
-    seq = int(spec["seconds"] * 50) + shape.max_delay
-    mem = estimate_memory(shape, params_on_device=counts["on_device"], trainable=trainable, batch=spec["batch"],
-                          seq=seq, text_len=8, mixed=spec["precision"] != "fp32", checkpointing=spec["ckpt"], ema=False,
-                          overhead_gib=1.0 if spec["device"] == "cuda" else 0.5)
+    on_device = counts["host"][spec["method"]] if spec["device"] == "cpu" else counts["on_device"]
+    mem = plan_memory(cfg, counts["shape"], trainable=trainable, on_device=on_device, precision=spec["precision"],
+                      device=torch.device(spec["device"]))
     return {"trainable": trainable, "estimate_gib": mem["total_gib"]}
 
 
@@ -170,17 +181,35 @@ def run_child(spec: dict, threads: int | None = None) -> dict:
     return {"error": tail.strip().splitlines()[-1] if tail.strip() else f"exit {proc.returncode}", "log": tail}
 
 
+def summarise(runs: list[dict]) -> dict:
+    """Medians over the repeats of one configuration (per-step peaks: median of each step)."""
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return runs[0]
+    out = {k: float(np.median([r[k] for r in ok])) for k, v in ok[0].items() if isinstance(v, (int, float))}
+    steps = min(len(r["rss_peak_by_step"]) for r in ok)
+    out["rss_peak_by_step"] = [float(np.median([r["rss_peak_by_step"][i] for r in ok])) for i in range(steps)]
+    out["repeats"] = len(ok)
+    out.update({k: v for k, v in ok[0].items() if isinstance(v, str)})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--models", default=None, help="comma list of tiny, small, medium")
     ap.add_argument("--methods", default="lora,full")
+    ap.add_argument("--targets", default="attention_ffn", help="LoRA target preset: attention, attention_ffn, all")
     ap.add_argument("--seconds", type=float, default=None, help="clip length (default 5 on cpu, 30 on cuda)")
     ap.add_argument("--batches", default=None, help="comma list of batch sizes (default 1 on cpu; 1,2,4 on cuda)")
     ap.add_argument("--steps", type=int, default=None, help="steps per configuration (first one is warm-up)")
     ap.add_argument("--ckpt", default="false", help="gradient checkpointing: false, true or both")
     ap.add_argument("--workers", type=int, default=0, help="data.num_workers")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (OMP_NUM_THREADS) per run")
+    ap.add_argument("--repeats", type=int, default=1, help="run every configuration this many times, interleaved; "
+                                                            "report medians")
+    ap.add_argument("--work", default=None, help="folder for the data set and built models, reused when present "
+                                                 "(default: a new temporary folder)")
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -193,37 +222,53 @@ def main() -> None:
     batches = [int(b) for b in (args.batches or ("1,2,4" if cuda else "1")).split(",")]
     ckpts = {"false": [False], "true": [True], "both": [False, True]}[args.ckpt]
     precision = "bf16" if cuda else "fp32"
-    work = Path(tempfile.mkdtemp(prefix="tunekit-bench-"))
-    data = write_dataset(work / "data", seconds)
-    results = []
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="tunekit-bench-"))
+    data = work / f"data-{seconds:g}s"
+    if not (data / "windows.parquet").is_file():
+        write_dataset(data, seconds)
     import torch
 
     threads = args.threads or torch.get_num_threads()
     print(f"device={args.device} clip={seconds:g}s precision={precision} torch threads={threads} "
-          f"cores={os.cpu_count()} load average={os.getloadavg()[0]:.1f}")
+          f"cores={os.cpu_count()} load average={os.getloadavg()[0]:.1f} repeats={args.repeats}")
+    specs, counts = [], {}
     for name in models:
         tiny = name == "tiny"
-        model = "facebook/musicgen-small" if tiny else str(build_shaped_model(name, work / f"model-{name}"))
+        model = "facebook/musicgen-small" if tiny else str(work / f"model-{name}")
+        if not tiny and not any((work / f"model-{name}").glob("model*.safetensors*")):
+            build_shaped_model(name, work / f"model-{name}")
+        counts[name] = model_counts(model, tiny, args.targets)
         steps = args.steps or (12 if tiny else (6 if cuda else 3))
-        counts = model_counts(model, tiny)
         for method in args.methods.split(","):
             for batch in batches:
                 for ckpt in ckpts:
-                    spec = dict(data=str(data), out=str(work / f"run-{name}-{method}-{batch}-{ckpt}"), model=model,
-                                tiny=tiny, method=method, device=args.device, precision=precision, batch=batch,
-                                steps=steps, seconds=seconds, ckpt=ckpt, workers=args.workers)
-                    r = run_child(spec, args.threads)
-                    r.update(estimate(counts, spec))
-                    r.update(model=name, method=method, batch=batch, ckpt=ckpt, seconds=seconds)
-                    results.append(r)
-                    if "error" in r:
-                        print(f"{name:6} {method:4} b={batch} ckpt={ckpt!s:5}  FAILED: {r['error']}", flush=True)
-                        continue
-                    gpu = f"  gpu {r['gpu_peak_gib']:.2f} GiB" if "gpu_peak_gib" in r else ""
-                    print(f"{name:6} {method:4} b={batch} ckpt={ckpt!s:5}  {r['tokens_per_s']:9.0f} tok/s  "
-                          f"{r['s_per_step']:7.2f} s/step  data {100 * r['data_wait_frac']:4.1f}%  "
-                          f"rss {r['rss_peak_gib']:.2f} GiB{gpu}  (estimate {r['estimate_gib']:.2f} GiB, "
-                          f"{r['trainable'] / 1e6:.2f}M trainable)", flush=True)
+                    specs.append(dict(
+                        name=name, data=str(data), out=str(work / f"run-{name}-{method}-{batch}-{ckpt}"), model=model,
+                        tiny=tiny, method=method, targets=args.targets, device=args.device, precision=precision,
+                        batch=batch, steps=steps, seconds=seconds, ckpt=ckpt, workers=args.workers,
+                    ))
+    runs: list[list[dict]] = [[] for _ in specs]
+    for repeat in range(args.repeats):  # interleaved: every configuration once per round
+        for i, spec in enumerate(specs):
+            shutil.rmtree(spec["out"], ignore_errors=True)
+            runs[i].append(run_child(spec, args.threads))
+    results = []
+    for spec, spec_runs in zip(specs, runs):
+        r = summarise(spec_runs)
+        r.update(estimate(counts[spec["name"]], spec))
+        r.update(model=spec["name"], method=spec["method"], batch=spec["batch"], ckpt=spec["ckpt"], seconds=seconds,
+                 targets=spec["targets"] if spec["method"] == "lora" else None, runs=spec_runs)
+        results.append(r)
+        head = f"{spec['name']:6} {spec['method']:4} b={spec['batch']} ckpt={spec['ckpt']!s:5}"
+        if "error" in r:
+            print(f"{head}  FAILED: {r['error']}", flush=True)
+            continue
+        gpu = f"  gpu {r['gpu_peak_gib']:.2f} GiB" if "gpu_peak_gib" in r else ""
+        per_step = " ".join(f"{x:.2f}" for x in r["rss_peak_by_step"])
+        print(f"{head}  {r['tokens_per_s']:9.0f} tok/s  {r['s_per_step']:7.2f} s/step  {r['cpu_s_per_step']:7.2f} "
+              f"cpu s/step  data {100 * r['data_wait_frac']:4.1f}%  rss {r['rss_peak_gib']:.2f} GiB{gpu}  "
+              f"(estimate {r['estimate_gib']:.2f} GiB, {r['trainable'] / 1e6:.2f}M trainable)  "
+              f"peak rss by step: {per_step} GiB", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -11,16 +11,12 @@ import sys
 import pytest
 
 from tunekit.prep.caption import (
-    INSTRUMENT_PHRASES,
-    ADJECTIVES,
     CaptionConfig,
-    GENERIC_ADJECTIVES,
-    MOOD_WORDS,
-    THEME_PHRASES,
     audiocraft_fields,
     caption_inputs,
     caption_tags,
     caption_window,
+    caption_words,
     llm_captions,
     load_caption_llm,
     make_llm_generate,
@@ -131,14 +127,15 @@ def test_word_counts_and_self_validation_over_many_tag_sets():
 
 
 def test_word_lists_name_no_vocabulary_label_by_accident():
-    words = list(GENERIC_ADJECTIVES) + [a for adjs in ADJECTIVES.values() for a in adjs]
+    lists = caption_words()
+    words = list(lists.generic_adjectives) + [a for adjs in lists.adjectives.values() for a in adjs]
     for word in words:
         assert find_mentions(word, VOCAB) == [], word
-    for label, phrases in INSTRUMENT_PHRASES.items():
+    for label, phrases in lists.instrument_phrases.items():
         for p in phrases:
             found = [lab for _, lab in find_mentions(p.replace("{a}", ""), VOCAB)]
             assert found == [label], p
-    for label, phrase in {**THEME_PHRASES, **MOOD_WORDS}.items():
+    for label, phrase in {**lists.theme_phrases, **lists.mood_words}.items():
         assert [lab for _, lab in find_mentions(phrase, VOCAB)] == [label], phrase
 
 

@@ -163,7 +163,7 @@ def training_run(tmp_path_factory) -> Path:
     OmegaConf.save(OmegaConf.create({
         "out": str(run), "model": {"name": str(base)}, "data": {"path": str(prep), "valid_split": "valid"},
         "models": {"tiny": False, "cache_dir": None},
-        "logger": {"_target_": "tunekit.train.loggers.WandbLogger", "project": "tunekit-eval-test", "entity": None},
+        "logger": {"_target_": "tunekit.loggers.WandbLogger", "project": "tunekit-eval-test", "entity": None},
     }), run / "config.yaml")
     with open(run / "metrics.jsonl", "w") as f:
         for s in range(1, 11):
@@ -233,7 +233,7 @@ def test_run_mode_checks_frames_before_generating(training_run, fresh_stats_cach
 def test_frames_for_seconds_matches_the_embedders():
     from tunekit.eval.config import EvalConfig
     from tunekit.eval.embeddings import embed_items, frames_for_seconds
-    from tunekit.eval.run import load_embedders
+    from tunekit.eval.evaluate import load_embedders
     from tunekit.models.config import ModelsConfig
 
     config = EvalConfig(models=ModelsConfig(tiny=True))

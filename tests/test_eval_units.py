@@ -21,8 +21,8 @@ RATE = 44100
 @pytest.fixture(scope="module")
 def tiny_clap_embedder():
     """The tiny CLAP (same classes and 48 kHz / 10 s front end as larger_clap_music) as an embedder."""
-    from tunekit.eval.embeddings import ClapEmbedder
     from tunekit.models.clap import load_clap
+    from tunekit.models.embedders import ClapEmbedder
 
     model, processor = load_clap("laion/larger_clap_music", tiny=True)
     return ClapEmbedder(model, processor, "laion/larger_clap_music", "tiny")
@@ -123,7 +123,7 @@ class _ToneClap:
     FREQS = (220.0, 330.0, 440.0, 660.0)
 
     def windows(self, audio: np.ndarray, rate: int) -> list[np.ndarray]:
-        from tunekit.eval.embeddings import to_mono
+        from tunekit.audio.channels import to_mono
 
         return [np.array([rate, *to_mono(audio)[:rate]], dtype=np.float64)]
 

@@ -13,7 +13,8 @@ import torch
 from _train_fixtures import generate_cfg, make_dataset, train_cfg
 
 from tunekit.errors import ConfigError, ConfigErrors
-from tunekit.generate import crossfade_join, generate_codes, run_generate
+from tunekit.generate import run_generate
+from tunekit.models.musicgen import crossfade_join, generate_codes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -44,10 +45,9 @@ def test_generate_from_a_run_writes_wavs_of_the_right_length_and_rate(run, tmp_p
 
 
 def test_the_run_adapter_is_applied_and_seeds_are_reproducible(run):
-    from tunekit.generate import load_for_generation
-    from tunekit.models.musicgen import load_musicgen
+    from tunekit.models.musicgen import load_for_generation, load_musicgen
 
-    model, processor, what = load_for_generation(generate_cfg(f"run={run}", "prompt=x"), torch.device("cpu"))
+    model, processor, what = load_for_generation(run, device=torch.device("cpu"))
     base, _ = load_musicgen("facebook/musicgen-small", tiny=True)
     tuned = dict(model.named_parameters())
     changed = [n for n, p in base.named_parameters() if not torch.equal(p, tuned[n])]
@@ -61,10 +61,10 @@ def test_the_run_adapter_is_applied_and_seeds_are_reproducible(run):
 
 @pytest.mark.integration
 def test_long_durations_continue_window_by_window(tmp_path, monkeypatch):
-    import tunekit.generate as gen
+    import tunekit.models.musicgen as musicgen
 
     calls = []
-    real = gen.generate_codes
+    real = musicgen.generate_codes
 
     def spy(*args, **kwargs):
         codes = real(*args, **kwargs)
@@ -74,7 +74,7 @@ def test_long_durations_continue_window_by_window(tmp_path, monkeypatch):
             assert torch.equal(codes[..., : prompt.shape[-1]].cpu(), prompt.cpu())
         return codes
 
-    monkeypatch.setattr(gen, "generate_codes", spy)
+    monkeypatch.setattr(musicgen, "generate_codes", spy)
     out = tmp_path / "long.wav"
     cfg = generate_cfg("models=tiny", "prompt=slow ambient drone", "duration=1.3", f"out={out}", "window_seconds=0.5",
                        "context_seconds=0.2", "crossfade_seconds=0.05", "batch_size=1")
@@ -93,7 +93,7 @@ def test_generate_codes_continues_the_prompt_and_leaves_the_global_rng():
     torch.manual_seed(0)
     expected_next = torch.rand(1)
     torch.manual_seed(0)
-    codes = generate_codes(model, processor.tokenizer, ["a", "b"], 5, prompt_codes=prompt, guidance=3.0, seed=1)
+    codes = generate_codes(model, processor.tokenizer, ["a", "b"], 5, prompt_codes=prompt, guidance_scale=3.0, seed=1)
     assert torch.rand(1).item() == expected_next.item()
     assert codes.shape == (2, 8, 11)  # stereo: 8 interleaved codebooks, prompt + 5 new frames
     assert torch.equal(codes[..., :6], prompt)

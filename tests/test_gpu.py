@@ -152,7 +152,7 @@ def test_encodec_tokens_of_30_s_windows_on_the_gpu_match_the_cpu():
 def test_clap_embeds_10_s_windows_on_the_gpu_as_on_the_cpu():
     from transformers import ClapAudioConfig, ClapConfig, ClapModel, ClapProcessor, ClapTextConfig
 
-    from tunekit.eval.embeddings import ClapEmbedder
+    from tunekit.models.embedders import ClapEmbedder
     from tunekit.models.registry import resolve
 
     processor = ClapProcessor.from_pretrained(resolve("laion/larger_clap_music", tiny=True))

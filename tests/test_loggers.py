@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 
-from tunekit.train.loggers import CSVLogger
+from tunekit.loggers import CSVLogger
 
 
 def _rows(path) -> dict[int, dict[str, str]]:

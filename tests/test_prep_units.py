@@ -103,6 +103,18 @@ def test_shipped_prep_yaml_states_the_schema_defaults():
         assert composed[key] == defaults[key], key
 
 
+def test_shipped_stage_lists_are_the_registry_order(repo_root):
+    """The registry's ORDER is the one stage list; the YAML files state it as data and must not drift."""
+    from omegaconf import OmegaConf
+
+    from tunekit.prep.config import DEFAULT_STAGES
+
+    assert DEFAULT_STAGES == list(ORDER)
+    for name in ("configs/prep.yaml", "pipelines/musicgen.yaml"):
+        stages = list(OmegaConf.load(repo_root / name).stages)
+        assert stages == list(ORDER), f"{name}: stages {stages} differ from tunekit.prep.registry.ORDER {list(ORDER)}"
+
+
 # -- windows ----------------------------------------------------------------------------------------
 
 

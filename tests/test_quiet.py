@@ -11,7 +11,7 @@ SCRIPT = """
 from tunekit.models.musicgen import load_musicgen
 from tunekit.models.clap import load_clap
 from tunekit.models.encodec import load_encodec
-from tunekit.prep.tag import _essentia
+from tunekit.prep.tag_dsp import _essentia
 load_musicgen("facebook/musicgen-small", tiny=True)  # built on first use, then loaded
 load_clap(tiny=True)
 load_encodec("facebook/encodec_32khz", tiny=True)

@@ -10,22 +10,24 @@ import numpy as np
 import pytest
 
 from tunekit.errors import StageUnavailableError
-from tunekit.prep.tag import (
-    TagConfig,
+from tunekit.prep.tag import TagConfig
+from tunekit.prep.tag_dsp import (
     aggregate_features,
+    dsp_tags,
+    essentia_features,
+    octave_related,
+    tempo_confirmed,
+    track_dsp_tags,
+    window_dsp_tags,
+)
+from tunekit.prep.tag_semantic import (
     check_effnet_request,
     clap_audio_embedding,
     clap_probabilities,
     clap_zero_shot,
-    dsp_tags,
-    essentia_features,
     merge_tags,
     metadata_tags,
-    octave_related,
     select_labels,
-    tempo_confirmed,
-    track_dsp_tags,
-    window_dsp_tags,
 )
 from tunekit.prep.vocab import find_mentions, load_vocabularies
 
@@ -213,6 +215,28 @@ def test_clap_zero_shot_with_tiny_model(tiny_clap):
     mean = (first + second) / np.linalg.norm(first + second)
     assert abs(np.linalg.norm(e44) - 1) < 1e-6 and np.allclose(e44, mean, atol=1e-5)
     assert not np.allclose(first, second, atol=1e-3)
+
+
+def test_loaded_taggers_are_reused_and_follow_the_config(tiny_clap, monkeypatch):
+    """One CLAP load per checkpoint and device in a process; thresholds come from the latest config."""
+    from tunekit.models import clap
+    from tunekit.models.config import ModelsConfig
+    from tunekit.prep.tag_semantic import ModelCache, clap_tagger
+
+    loads = []
+
+    def load_clap(name, **kwargs):
+        loads.append((name, kwargs["device"]))
+        return tiny_clap
+
+    monkeypatch.setattr(clap, "load_clap", load_clap)
+    cache, models = ModelCache(), ModelsConfig(tiny=True)
+    first = clap_tagger(TagConfig(device="cpu"), models, cache)
+    again = clap_tagger(TagConfig(device="cpu", clap_threshold=0.5), models, cache)
+    assert again is first and len(cache) == 1 and again.cfg.clap_threshold == 0.5
+    assert loads == [(TagConfig().clap_model, "cpu")], loads
+    cache.clear()
+    assert len(cache) == 0
 
 
 def _write_track(path, audio: np.ndarray) -> None:

@@ -41,7 +41,7 @@ def test_every_logger_and_models_option_composes():
     for logger in group_options("logger"):
         for models in group_options("models"):
             cfg = load_config("train", [f"logger={logger}", f"models={models}", *REQUIRED], TrainConfig)
-            assert cfg.logger._target_.startswith("tunekit.train.loggers.")
+            assert cfg.logger._target_.startswith("tunekit.loggers.")
 
 
 def test_defaults_are_the_documented_small_data_defaults():
@@ -69,6 +69,19 @@ def test_missing_data_path_is_named():
 
 def test_generate_config_composes():
     cfg = load_config("generate", ["prompt=a calm piano", "models=tiny"], GenerateConfig)
-    assert (cfg.guidance, cfg.top_k, cfg.temperature, cfg.window_seconds) == (3.0, 250, 1.0, 30.0)
+    assert (cfg.guidance_scale, cfg.top_k, cfg.temperature, cfg.window_seconds) == (3.0, 250, 1.0, 30.0)
     cfg = load_config("generate", ["prompt=[a, b]"], GenerateConfig)
     assert list(cfg.prompt) == ["a", "b"]
+
+
+def test_sampling_settings_have_one_name_in_every_verb():
+    """generate, train's samples and eval call classifier-free guidance the same: guidance_scale."""
+    import dataclasses
+
+    from tunekit.eval.config import EvalConfig
+    from tunekit.generate import GenerateConfig
+    from tunekit.train.config import TrainConfig
+
+    for schema in (GenerateConfig, EvalConfig, TrainConfig().eval.__class__):
+        names = {f.name for f in dataclasses.fields(schema)}
+        assert "guidance_scale" in names and "guidance" not in names, (schema.__name__, sorted(names))

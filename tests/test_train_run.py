@@ -218,11 +218,9 @@ def test_full_finetune_saves_a_transformers_model(data, tmp_path):
     card = (out / "README.md").read_text()
     assert "full fine-tune" in card and (out / "model" / "README.md").read_text() == card
     assert "library_name: transformers" in card.split("---\n")[1]
-    from _train_fixtures import generate_cfg
+    from tunekit.models.musicgen import load_for_generation
 
-    from tunekit.generate import load_for_generation
-
-    loaded, _, what = load_for_generation(generate_cfg(f"run={out}", "prompt=x"), torch.device("cpu"))
+    loaded, _, what = load_for_generation(out, device=torch.device("cpu"))
     assert "full fine-tune" in what
     torch.testing.assert_close(dict(loaded.named_parameters())[next(iter(final))], next(iter(final.values())))
 

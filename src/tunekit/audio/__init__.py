@@ -1,1 +1,1 @@
-"""Audio I/O, resampling and loudness."""
+"""Audio I/O (`io`), resampling (`resample`), channel mixing (`channels`) and loudness (`loudness`)."""

@@ -202,12 +202,13 @@ def render_track(plan: TrackPlan) -> tuple[np.ndarray, list[tuple[str, int]]]:
     """Render a plan to float64 (channels, samples) at its slot's rate, before levelling."""
     import numpy as np
 
+    from tunekit.audio.channels import to_mono
     from tunekit.corpus.synth_music import render_song
 
     rng = np.random.default_rng([plan.seed, plan.index, 1])
     audio, sections = render_song(song_of(plan), plan.slot.rate, rng)
     if plan.slot.channels == 1:
-        audio = audio.mean(axis=0, keepdims=True)
+        audio = to_mono(audio, keepdims=True)
     return audio, sections
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from tunekit.audio.channels import to_mono
+from tunekit.audio.resample import resample
 from tunekit.errors import ConfigError
 
 TOKEN_COLUMNS = (
@@ -360,11 +362,7 @@ class MelodySource:
         first = int(round(begin * info.samplerate))
         count = int(round(n_frames / rate_tokens * info.samplerate))
         audio, rate = sf.read(str(path), start=first, frames=count, dtype="float32", always_2d=True)
-        mono = audio.mean(axis=1)
-        if rate != self.sample_rate:
-            import soxr
-
-            mono = soxr.resample(mono, rate, self.sample_rate)
+        mono = resample(to_mono(audio.T), rate, self.sample_rate)
         return melody_chroma(mono.astype(np.float32), self.sample_rate, **self.chroma_kwargs)
 
 

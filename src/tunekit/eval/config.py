@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tunekit.loggers import LoggerConfig
 from tunekit.models.config import ModelsConfig
-from tunekit.train.config import LoggerConfig
 
 EMBEDDING_NAMES = ("clap", "encodec", "vggish")
 

@@ -12,6 +12,8 @@ import zlib
 
 import numpy as np
 
+from tunekit.audio.channels import to_mono
+
 # A magma-like colour map: anchors at 0, 1/8, …, 1, interpolated linearly.
 _MAGMA = np.array(
     [
@@ -100,9 +102,7 @@ def mel_spectrogram_db(
     audio: np.ndarray, rate: int, *, n_fft: int = 1024, hop: int | None = None, n_mels: int = 96, top_db: float = 80.0
 ) -> np.ndarray:
     """(n_mels, frames) log-power mel spectrogram in dB relative to its maximum, floored at −top_db."""
-    x = np.asarray(audio, dtype=np.float64)
-    if x.ndim == 2:
-        x = x.mean(axis=0)
+    x = to_mono(np.asarray(audio, dtype=np.float64))
     hop = hop or max(1, rate // 100)
     if x.shape[0] < n_fft:
         x = np.pad(x, (0, n_fft - x.shape[0]))

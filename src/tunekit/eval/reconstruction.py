@@ -2,15 +2,21 @@
 
 A model that generates codec tokens cannot sound closer to the reference than the codec's own
 reconstruction of it, so the FAD of the reconstructed reference is reported beside the model scores.
+`CodecSource` names the codec (the generator's own in run mode, `encodec_model` in standalone mode);
+`reconstruct` passes audio through it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from tunekit.eval.embeddings import resample, to_mono
+from tunekit.audio.channels import as_channels, to_mono
+from tunekit.audio.resample import resample
+from tunekit.eval.config import EvalConfig
 
 
 def bandwidth_for(codec: Any, n_codebooks: int | None = None) -> float:
@@ -34,7 +40,7 @@ def reconstruct(
     import torch
 
     codec_rate = int(codec.config.sampling_rate)
-    x = resample(audio, rate, codec_rate)
+    x = resample(as_channels(audio), rate, codec_rate)
     if int(codec.config.audio_channels) == 1:
         rows = [x[c] for c in range(x.shape[0])] if stereo and x.shape[0] == 2 else [to_mono(x)]
         batch = np.stack(rows)[:, None, :]
@@ -51,3 +57,33 @@ def reconstruct(
     if out.shape[-1] < n:
         out = np.pad(out, ((0, 0), (0, n - out.shape[-1])))
     return np.ascontiguousarray(out, dtype=np.float32), codec_rate
+
+
+@dataclass
+class CodecSource:
+    """The codec behind the reconstruction floor: a content id for the cache key, and how to load it.
+
+    `load` runs only when the reconstructed reference is not cached.
+    """
+
+    id: str
+    load: Callable[[], Any]
+    stereo: bool = False  # a stereo generator codes each channel separately with a mono codec
+    codebooks: int | None = None  # codebooks per channel the generator uses (None: the codec's largest bandwidth)
+
+
+def encodec_source(config: EvalConfig, embedders: list[Any]) -> CodecSource:
+    """`config.encodec_model` as the floor's codec (the loaded EnCodec embedder's model when there is one)."""
+    from tunekit.eval.embeddings import EncodecEmbedder
+
+    loaded = next((e for e in embedders if isinstance(e, EncodecEmbedder)), None)
+    if loaded is not None:
+        return CodecSource(id=loaded.fingerprint, load=lambda: loaded.model)
+    from tunekit.models.device import resolve_device
+    from tunekit.models.encodec import load_encodec
+    from tunekit.models.hashing import model_fingerprint
+    from tunekit.models.registry import resolve
+
+    tiny, cdir = config.models.tiny, config.models.cache_dir
+    model, _ = load_encodec(config.encodec_model, tiny=tiny, cache_dir=cdir, device=resolve_device(config.device))
+    return CodecSource(id=model_fingerprint(resolve(config.encodec_model, tiny=tiny, cache_dir=cdir)), load=lambda: model)

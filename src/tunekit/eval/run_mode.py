@@ -6,8 +6,8 @@
 2. Prompts: the captions of the dataset's held-out windows (`reference_splits`, default `test`: tracks
    neither trained on nor used for validation), evenly spread when `n_samples` limits them. Each
    generated clip is named after the window whose caption prompted it.
-3. Generate every prompt with the base model and with the fine-tuned one (`tunekit.generate`: the
-   run's LoRA adapter merged into its base, or its full model): same prompts, same seeds, same
+3. Generate every prompt with the base model and with the fine-tuned one (`tunekit.models.musicgen`:
+   the run's LoRA adapter merged into its base, or its full model): same prompts, same seeds, same
    decoding settings. Audio goes to `<run>/eval/audio/{base,finetuned}/` and is reused when the
    settings and models are unchanged.
 4. Score both against all held-out windows (the reference), with the reconstruction floor from the
@@ -107,7 +107,7 @@ def generate_set(
             log(f"{which}: reusing {len(prompts)} clips in {folder}")
             info = saved
     if info is None:
-        from tunekit.generate import generate_audio
+        from tunekit.models.musicgen import generate_audio
 
         model, processor, what = load()
         model.eval()
@@ -119,7 +119,7 @@ def generate_set(
             seed = config.seed + first
             audio, rate = generate_audio(
                 model, tokenizer, model.audio_encoder, [p.prompt for p in batch], config.duration, seed=seed,
-                guidance=config.guidance_scale, top_k=config.top_k, top_p=0.0, temperature=config.temperature,
+                guidance_scale=config.guidance_scale, top_k=config.top_k, top_p=0.0, temperature=config.temperature,
             )
             for item, clip in zip(batch, audio, strict=True):
                 peak = float(np.max(np.abs(clip))) if clip.size else 0.0
@@ -142,7 +142,7 @@ def generator_codec(base_path: str, loaded: dict[str, Any], load_base: Any) -> A
     """
     from transformers import AutoConfig
 
-    from tunekit.eval.run import CodecSource
+    from tunekit.eval.reconstruction import CodecSource
     from tunekit.models.hashing import model_fingerprint
 
     decoder = AutoConfig.from_pretrained(base_path).decoder
@@ -155,19 +155,6 @@ def generator_codec(base_path: str, loaded: dict[str, Any], load_base: Any) -> A
         return loaded["module"]
 
     return CodecSource(id=f"musicgen:{model_fingerprint(base_path)}", load=load, stereo=stereo, codebooks=codebooks)
-
-
-def _generation_config(run: Path | None, model: str | None, train_cfg: Any) -> Any:
-    from tunekit.generate import GenerateConfig
-    from tunekit.models.config import ModelsConfig
-
-    models = train_cfg.get("models", {}) or {}
-    return GenerateConfig(
-        run=str(run) if run else None,
-        model=model,
-        prompt="",
-        models=ModelsConfig(tiny=bool(models.get("tiny", False)), cache_dir=models.get("cache_dir")),
-    )
 
 
 def _training_records(run: Path) -> list[dict[str, Any]]:
@@ -187,10 +174,11 @@ def run_on_training_run(config: EvalConfig) -> int:
     """Generate with base and fine-tuned, score both, write <run>/eval/{metrics.json, report.html} and W&B."""
     import torch
 
-    from tunekit.eval.embeddings import resolve_device
+    from tunekit.eval.evaluate import evaluate
+    from tunekit.eval.outputs import METRICS_FILE, REPORT_FILE, write_outputs
     from tunekit.eval.report import render_report
-    from tunekit.eval.run import METRICS_FILE, REPORT_FILE, evaluate, write_outputs
-    from tunekit.generate import load_for_generation
+    from tunekit.models.device import resolve_device
+    from tunekit.models.musicgen import load_for_generation
 
     run = Path(config.run).expanduser()
     train_cfg = read_run_config(run)
@@ -202,18 +190,23 @@ def run_on_training_run(config: EvalConfig) -> int:
     device = torch.device(resolve_device(config.device))
 
     codec: dict[str, Any] = {}
+    models_cfg = train_cfg.get("models", {}) or {}
 
     def load_base() -> tuple[Any, Any, str]:
-        model, processor, what = load_for_generation(_generation_config(None, base_name, train_cfg), device)
+        model, processor, what = load_for_generation(
+            model=base_name, tiny=bool(models_cfg.get("tiny", False)), cache_dir=models_cfg.get("cache_dir"),
+            device=device,
+        )
         codec["module"] = model.audio_encoder
         return model, processor, what
 
     def load_finetuned() -> tuple[Any, Any, str]:
-        return load_for_generation(_generation_config(run, None, train_cfg), device)
+        return load_for_generation(run, device=device)
 
-    finetuned_files = sorted(p for p in (run / "adapter").glob("*") if p.is_file()) + sorted(
-        p for p in (run / "model").glob("*.safetensors") if p.is_file()
-    )
+    # What the fine-tuned model is: its weights and adapter config (not the model card, which records timings).
+    finetuned_files = sorted(
+        p for p in (run / "adapter").glob("*") if p.is_file() and (p.suffix == ".safetensors" or p.name == "adapter_config.json")
+    ) + sorted(p for p in (run / "model").glob("*.safetensors") if p.is_file())
     if not finetuned_files:
         raise ConfigError(
             f"run={run} has no adapter/ or model/ yet: the run has not finished; resume it with the same "
@@ -223,7 +216,6 @@ def run_on_training_run(config: EvalConfig) -> int:
     from tunekit.models.hashing import model_fingerprint
     from tunekit.models.registry import resolve
 
-    models_cfg = train_cfg.get("models", {}) or {}
     base_path = resolve(base_name, tiny=bool(models_cfg.get("tiny", False)), cache_dir=models_cfg.get("cache_dir"))
     identities = {
         "base": {"model": base_name, "tiny": bool(models_cfg.get("tiny", False))},
@@ -232,7 +224,7 @@ def run_on_training_run(config: EvalConfig) -> int:
     }
     # Everything FAD needs is checked before minutes of generation: frames per embedding on both sides.
     from tunekit.errors import ConfigErrors
-    from tunekit.eval.run import load_embedders, sample_size_problems
+    from tunekit.eval.evaluate import load_embedders, sample_size_problems
 
     embedders = load_embedders(config)
     problems = sample_size_problems(embedders, {

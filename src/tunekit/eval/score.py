@@ -14,11 +14,12 @@ import numpy as np
 from tunekit.errors import TunekitError
 from tunekit.eval import stats_cache
 from tunekit.eval.clap_score import ClapScore, clap_score, clip_vectors
-from tunekit.eval.embeddings import ClapEmbedder, Embedder, embed_items
+from tunekit.eval.embeddings import embed_items
 from tunekit.eval.fad import fad, fad_inf, per_item_distances, rank_warning, subset_sizes, top_outliers
 from tunekit.eval.frechet import FrechetReference
 from tunekit.eval.sets import AudioSet
 from tunekit.eval.stats_cache import SetStats
+from tunekit.models.embedders import ClapEmbedder, Embedder
 
 Transform = Callable[[np.ndarray, int], tuple[np.ndarray, int]]
 

@@ -12,7 +12,6 @@ sync` uploads; each clip is also logged as a plain media key (`eval/audio/<set>/
 from __future__ import annotations
 
 import contextlib
-import netrc
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,24 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from tunekit.audio.channels import to_mono
 from tunekit.eval.score import SetScores
-
-
-def has_api_key() -> bool:
-    """True when W&B credentials exist (WANDB_API_KEY or an api.wandb.ai entry in ~/.netrc)."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
-
-
-def wandb_mode(mode: str = "auto") -> str:
-    """`online`/`offline` as given; `auto`: WANDB_MODE when set, else online with credentials, offline without."""
-    if mode in ("online", "offline"):
-        return mode
-    return os.environ.get("WANDB_MODE") or ("online" if has_api_key() else "offline")
+from tunekit.loggers import wandb_mode
 
 
 def flat_metrics(metrics: dict[str, Any], set_names: list[str], embeddings: list[str]) -> dict[str, float]:
@@ -155,7 +139,7 @@ def _clip_media(wandb: Any, sets: list[SetScores], max_rows: int) -> dict[str, A
                 row += [None, None]
                 continue
             audio, rate = item.load()
-            mono = np.asarray(audio, dtype=np.float32).mean(axis=0)
+            mono = to_mono(np.asarray(audio, dtype=np.float32))
             png = spectrogram_png(audio, rate)
             caption = prompt or cid
             row += [wandb.Audio(mono, sample_rate=rate, caption=caption), _image(wandb, png, caption)]

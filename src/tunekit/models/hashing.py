@@ -1,23 +1,17 @@
-"""A stable fingerprint of a model checkpoint's files, for content-addressed cache keys.
+"""A stable fingerprint of a model checkpoint's files, for content-addressed cache keys, by path or by id.
 
 Two checkpoints with the same weights, configs and tokenizer files get the same fingerprint
-wherever they live; any change to those files changes it.
+wherever they live; any change to those files changes it (`tunekit.hashing.folder_fingerprint`).
+This module finds the files of a model named by id: a Hub snapshot, a Demucs bag, torchvggish.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
-from tunekit.hashing import file_sha256_memo
 from tunekit.errors import ConfigError
-
-# Files that do not change what a model computes.
-_IGNORED_NAMES = {"README.md", "LICENSE", "LICENSE.txt", "NOTICE", "USE_POLICY.md"}
-_IGNORED_SUFFIXES = {".md", ".lock", ".tmp", ".png", ".jpg"}
-
-# (resolved path, size, mtime_ns, inode) -> sha256 of the contents; saves re-reading large weights.
+from tunekit.hashing import fingerprint_files, folder_fingerprint
 
 
 def model_fingerprint(path_or_id: str | os.PathLike[str]) -> str:
@@ -30,7 +24,7 @@ def model_fingerprint(path_or_id: str | os.PathLike[str]) -> str:
     """
     path = Path(path_or_id).expanduser()
     if path.exists():
-        return _fingerprint_files(path, _checkpoint_files(path))
+        return folder_fingerprint(path)
     name = str(path_or_id)
     from tunekit.models.registry import find_spec
 
@@ -39,47 +33,12 @@ def model_fingerprint(path_or_id: str | os.PathLike[str]) -> str:
         from tunekit.models.demucs import demucs_files
 
         files = demucs_files(name)
-        return _fingerprint_files(files[0].parent, files)
+        return fingerprint_files(files[0].parent, files)
     if spec is not None and spec.family == "vggish":
         from tunekit.models.vggish import resolve_vggish
 
-        folder = resolve_vggish(name)
-        return _fingerprint_files(folder, _checkpoint_files(folder))
-    folder = _hub_snapshot(name)
-    return _fingerprint_files(folder, _checkpoint_files(folder))
-
-
-def _checkpoint_files(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    files = []
-    for root, dirs, names in os.walk(path, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for n in sorted(names):
-            if n.startswith(".") or n in _IGNORED_NAMES or Path(n).suffix.lower() in _IGNORED_SUFFIXES:
-                continue
-            files.append(Path(root) / n)
-    if not files:
-        raise ConfigError(f"cannot fingerprint model folder {str(path)!r}: it holds no checkpoint files")
-    return files
-
-
-def _fingerprint_files(root: Path, files: list[Path]) -> str:
-    base = root if root.is_dir() else root.parent
-    total = hashlib.sha256()
-    for f in sorted(files, key=lambda p: p.relative_to(base).as_posix()):
-        total.update(f.relative_to(base).as_posix().encode() + b"\0" + file_digest(f).encode() + b"\n")
-    return total.hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    """Content id of one file: the Hugging Face cache's blob name (already a content hash) when the
-    file links into a `blobs/` folder, else the sha256 of its bytes (memoised per size and mtime)."""
-    if path.is_symlink():
-        target = path.resolve()
-        if target.parent.name == "blobs":
-            return target.name
-    return file_sha256_memo(path)
+        return folder_fingerprint(resolve_vggish(name))
+    return folder_fingerprint(_hub_snapshot(name))
 
 
 def _hub_snapshot(model_id: str) -> Path:

@@ -1,4 +1,5 @@
-"""Turn "weights not found" failures of the Hugging Face loaders into one clear tunekit error."""
+"""Hub ids and local paths: which is which, and "weights not found" failures of the Hugging Face loaders
+turned into one clear tunekit error."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tunekit.errors import ConfigError, StageUnavailableError, TunekitError
-from tunekit.models.registry import is_local_path
+
+
+def is_local_path(name_or_path: str | Path) -> bool:
+    """True when `name_or_path` names something on disk (it exists, or is written as a path)."""
+    text = str(name_or_path)
+    if Path(text).expanduser().exists():
+        return True
+    return text.startswith(("/", "./", "../", "~")) or text.count("/") > 1 or "\\" in text
 
 
 class WeightsNotFoundError(StageUnavailableError):

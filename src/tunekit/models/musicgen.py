@@ -1,15 +1,23 @@
-"""MusicGen (transformers): loader and tiny stand-ins for the mono, stereo and melody variants.
+"""MusicGen (transformers): loaders, sampling, and tiny stand-ins for the mono, stereo and melody variants.
 
 Real default: `facebook/musicgen-small`; see `registry.MODELS` for every checkpoint. A checkpoint
 folder holds the whole model (T5 text encoder, EnCodec 32 kHz audio encoder, decoder) plus the
 processor files (T5 tokenizer + feature extractor), and loads with
 `Musicgen[Melody]ForConditionalGeneration.from_pretrained` + `AutoProcessor.from_pretrained`.
+`load_for_generation` also loads a run folder written by `tunekit train` (adapter or full model).
+
+Sampling (`generate_audio`, used by `tunekit generate`, the trainer's samples and `tunekit eval run=`)
+follows MusicGen's defaults: classifier-free guidance 3.0, top-k 250, temperature 1.0, one seed.
+Durations beyond one window (30 s) use windowed continuation: the last `context_seconds` of codes become
+the prompt of the next chunk, and the chunks are joined with a short cross-fade.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +119,206 @@ def load_musicgen(
     if device is not None:
         model.to(device)
     return model, processor
+
+
+def is_melody(model: Any) -> bool:
+    """Whether `model` is a MusicGen-melody (chroma-conditioned, decoder-only with prepended conditions)."""
+    return type(model).__name__.startswith("MusicgenMelody")
+
+
+def load_for_generation(
+    run: str | Path | None = None,
+    model: str | None = None,
+    *,
+    tiny: bool = False,
+    cache_dir: str | Path | None = None,
+    device: Any = "cpu",
+) -> tuple[Any, Any, str]:
+    """(model, processor, description) on `device`, from a run folder or a base model.
+
+    `run`: a folder written by `tunekit train`: its LoRA adapter merged into its base, or its full model;
+    the base and its `models.tiny` come from the run's config.yaml. Without `run`: the MusicGen `model`
+    (default facebook/musicgen-small), with `tiny` and `cache_dir` as in `load_musicgen`. Errors name `run`.
+    """
+    if run is None:
+        name = model or MUSICGEN_DEFAULT
+        loaded, processor = load_musicgen(name, tiny=tiny, cache_dir=cache_dir)
+        return loaded.to(device), processor, name + (" (tiny random stand-in)" if tiny else "")
+    run = Path(run).expanduser()
+    config_file = run / "config.yaml"
+    if not config_file.is_file():
+        raise ConfigError(f"run={run} is not a tunekit run folder (no config.yaml)", key="run")
+    from omegaconf import OmegaConf
+
+    train_cfg = OmegaConf.load(config_file)
+    if (run / "model" / "config.json").is_file():
+        loaded, processor = load_musicgen(str(run / "model"))
+        return loaded.to(device), processor, f"{run}/model (full fine-tune of {train_cfg.model.name})"
+    adapter = run / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        raise ConfigError(
+            f"run={run} has no adapter/ or model/ yet: the run has not finished; resume it with the same "
+            "`tunekit train` command, or wait for it to end",
+            key="run",
+        )
+    from peft import PeftModel
+
+    models = train_cfg.get("models", {})
+    base, processor = load_musicgen(
+        train_cfg.model.name, tiny=bool(models.get("tiny", False)), cache_dir=models.get("cache_dir")
+    )
+    with warnings.catch_warnings():  # peft asks transformers about checkpointing through a deprecated name
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        loaded = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    stand_in = " (tiny random stand-in)" if models.get("tiny", False) else ""
+    return loaded.to(device), processor, f"{train_cfg.model.name}{stand_in} + LoRA adapter {adapter}"
+
+
+# --- sampling -------------------------------------------------------------------------------------------
+
+
+def _capture_module() -> Any:
+    import torch
+    from torch import nn
+
+    class CodeCapture(nn.Module):
+        """Stands in for the audio encoder at the end of `generate`: keeps the codes instead of decoding."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[torch.Tensor] = []
+
+        def decode(self, audio_codes: torch.Tensor, audio_scales: Any = None, **_: Any) -> Any:
+            self.calls.append(audio_codes.detach())
+            out = type("Decoded", (), {})()
+            out.audio_values = torch.zeros((audio_codes.shape[1], 1, 1), device=audio_codes.device)
+            return out
+
+    return CodeCapture()
+
+
+def generate_codes(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    n_frames: int,
+    *,
+    guidance_scale: float = 3.0,
+    top_k: int = 250,
+    top_p: float = 0.0,
+    temperature: float = 1.0,
+    seed: int = 0,
+    prompt_codes: Any = None,
+    chroma: Any = None,
+) -> Any:
+    """Sample `n_frames` new frames per prompt with transformers' `generate`; returns codes (B, K, P + n_frames)
+    including the `prompt_codes` (B, K, P) it continued. The global RNG is left untouched."""
+    import torch
+
+    device = next(p for p in model.decoder.parameters()).device
+    k = model.decoder.config.num_codebooks
+    stereo = model.decoder.config.audio_channels == 2
+    max_delay = (k // 2 if stereo else k) - 1
+    enc = tokenizer(prompts, padding=True, return_tensors="pt").to(device)
+    kwargs: dict[str, Any] = dict(
+        max_new_tokens=n_frames + max_delay,
+        do_sample=True,
+        top_k=top_k if top_k > 0 else None,
+        top_p=top_p if top_p > 0 else None,
+        temperature=temperature,
+        guidance_scale=guidance_scale if guidance_scale > 1 else None,
+    )
+    if prompt_codes is not None:
+        kwargs["decoder_input_ids"] = prompt_codes.to(device).reshape(len(prompts) * k, -1)
+    if chroma is not None:
+        kwargs["input_features"] = chroma.to(device)
+    real, capture = model.audio_encoder, _capture_module()
+    model.audio_encoder = capture
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            torch.manual_seed(seed)
+            model.generate(**enc, **kwargs)
+    finally:
+        model.audio_encoder = real
+    if stereo:
+        left, right = capture.calls[0][0], capture.calls[1][0]
+        codes = torch.stack([left, right], dim=2).reshape(left.shape[0], k, -1)
+    else:
+        codes = capture.calls[0][0]
+    return codes
+
+
+def decode_codes(codec: Any, codes: Any, audio_channels: int = 1) -> Any:
+    """Audio (B, C, frames x hop) float32 on the CPU from codes (B, K, T), with the codec wherever it lives."""
+    import torch
+
+    device = next(codec.parameters()).device
+    with torch.no_grad():
+        if audio_channels == 2:
+            left = codec.decode(codes[None, :, 0::2].to(device), [None]).audio_values
+            right = codec.decode(codes[None, :, 1::2].to(device), [None]).audio_values
+            audio = torch.cat([left, right], dim=1)
+        else:
+            audio = codec.decode(codes[None].to(device), [None]).audio_values
+    return audio.float().cpu()
+
+
+def crossfade_join(prev: Any, nxt: Any, overlap: int, fade: int) -> Any:
+    """Join `nxt`, whose first `overlap` samples re-render the last `overlap` of `prev`, with a `fade` cross-fade."""
+    import numpy as np
+
+    fade = min(fade, overlap, prev.shape[-1])
+    keep = prev.shape[-1] - fade
+    if fade == 0:
+        return np.concatenate([prev, nxt[..., overlap:]], axis=-1)
+    # Linear: both sides render the same codes, so they are correlated and a linear fade keeps the level.
+    w = np.linspace(0.0, 1.0, fade, endpoint=False, dtype=np.float32)
+    mixed = prev[..., keep:] * (1 - w) + nxt[..., overlap - fade : overlap] * w
+    return np.concatenate([prev[..., :keep], mixed, nxt[..., overlap:]], axis=-1)
+
+
+def generate_audio(
+    model: Any,
+    tokenizer: Any,
+    codec: Any,
+    prompts: list[str],
+    seconds: float,
+    *,
+    window_seconds: float = 30.0,
+    context_seconds: float = 10.0,
+    crossfade_seconds: float = 0.25,
+    seed: int = 0,
+    chroma: Any = None,
+    **sampling: Any,
+) -> tuple[Any, int]:
+    """(audio (B, C, N) float32 numpy, sample rate) of `seconds` per prompt; windowed continuation past a window."""
+    cfg = model.config.audio_encoder
+    rate, fps = int(cfg.sampling_rate), float(cfg.frame_rate)
+    hop = rate / fps
+    channels = model.decoder.config.audio_channels
+    total = max(1, math.ceil(seconds * fps))
+    window = max(2, int(window_seconds * fps))
+    context = min(int(context_seconds * fps), window - 1)
+    n = min(total, window)
+    codes = generate_codes(model, tokenizer, prompts, n, seed=seed, chroma=chroma, **sampling)
+    audio = decode_codes(codec, codes, channels).numpy()
+    done, chunk = n, 0
+    while done < total:
+        chunk += 1
+        ctx = min(context, codes.shape[-1])
+        new = min(window - ctx, total - done)
+        codes = generate_codes(
+            model, tokenizer, prompts, new, seed=seed + chunk, prompt_codes=codes[..., -ctx:], chroma=chroma,
+            **sampling,
+        )
+        part = decode_codes(codec, codes, channels).numpy()
+        audio = crossfade_join(audio, part, int(round(ctx * hop)), int(round(crossfade_seconds * rate)))
+        done += new
+    return audio[..., : int(round(seconds * rate))], rate
+
+
+# --- tiny stand-ins ---------------------------------------------------------------------------------------
 
 
 def tiny_t5_encoder(vocab_size: int) -> Any:

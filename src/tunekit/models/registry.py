@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunekit.errors import ConfigError
+from tunekit.models.hub import is_local_path
 
 
 @dataclass(frozen=True)
@@ -100,14 +101,6 @@ def find_spec(name: str) -> ModelSpec | None:
         if spec.id.lower() == wanted:
             return spec
     return None
-
-
-def is_local_path(name_or_path: str | Path) -> bool:
-    """True when `name_or_path` names something on disk (it exists, or is written as a path)."""
-    text = str(name_or_path)
-    if Path(text).expanduser().exists():
-        return True
-    return text.startswith(("/", "./", "../", "~")) or text.count("/") > 1 or "\\" in text
 
 
 def resolve(name_or_path: str, *, tiny: bool, cache_dir: str | Path | None = None) -> str:

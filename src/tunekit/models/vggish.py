@@ -92,13 +92,10 @@ def log_mel(waveform_16k: np.ndarray) -> np.ndarray:
 
 def to_mono_16k(audio: np.ndarray, rate: int) -> np.ndarray:
     """Mix (channels, samples) or (samples,) audio to mono and resample to 16 kHz with soxr."""
-    x = np.asarray(audio, dtype=np.float32)
-    if x.ndim == 2:
-        x = x.mean(axis=0)
-    if rate != SAMPLE_RATE:
-        import soxr
+    from tunekit.audio.channels import to_mono
+    from tunekit.audio.resample import resample
 
-        x = soxr.resample(x, rate, SAMPLE_RATE, quality="HQ")
+    x = resample(to_mono(np.asarray(audio, dtype=np.float32)), rate, SAMPLE_RATE, quality="HQ")
     return np.asarray(x, dtype=np.float32)
 
 
@@ -386,7 +383,7 @@ def load_vggish(
         pca = _read_tensors(pca_path)
     net_sd = {k: v for k, v in tensors.items() if k.startswith(("features.", "embeddings."))}
     convs, fcs = _shapes_from_state_dict(net_sd, weights_path)
-    from tunekit.models.hashing import model_fingerprint
+    from tunekit.hashing import folder_fingerprint
 
     model = build_vggish(convs, fcs)
     missing, unexpected = model.load_state_dict(net_sd, strict=False)
@@ -403,5 +400,5 @@ def load_vggish(
         model.pca_eigen_vectors.data.copy_(vectors)
         model.pca_means.data.copy_(means)
     model.source = str(location)
-    model.fingerprint = model_fingerprint(location)
+    model.fingerprint = folder_fingerprint(location)
     return model.eval()

@@ -4,11 +4,13 @@ The default is a template grammar (sentence frames x synonyms x orderings), dete
 and seed. Optionally a local causal LM rewrites the tags LP-MusicCaps style ("write a description
 including these attributes"); its output is validated against the chosen tags and replaced by the
 template caption when it names a tag that was not chosen, misses the chosen ones, or has the wrong length.
-Artist and title are never given to either writer.
+Artist and title are never given to either writer. The grammar's word lists are data, in
+`configs/vocab/caption_words.yaml`.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -67,82 +69,55 @@ class CaptionConfig:
 
 
 # --------------------------------------------------------------------------------------------------
-# Word lists. Every word here is checked (in the tests) not to name a vocabulary label by accident.
+# Word lists (configs/vocab/caption_words.yaml)
 
-# Instrument label -> phrases; "{a}" is replaced by a describing adjective or nothing.
-INSTRUMENT_PHRASES: dict[str, tuple[str, ...]] = {
-    "drums": ("{a} drums", "a {a} drum groove", "{a} drum patterns"),
-    "bass": ("a {a} bass line", "{a} bass", "a {a} bassline"),
-    "electric piano": ("{a} electric piano", "{a} electric piano chords"),
-    "piano": ("{a} piano", "{a} piano chords", "a {a} piano part"),
-    "pad": ("{a} synth pads", "{a} pads"),
-    "synthesizer": ("{a} synths", "a {a} synth lead", "{a} synthesizer lines"),
-    "guitar": ("{a} guitar", "{a} guitar chords"),
-    "electric guitar": ("{a} electric guitar", "{a} electric guitar riffs"),
-    "acoustic guitar": ("{a} acoustic guitar", "a {a} acoustic guitar part"),
-    "classical guitar": ("{a} classical guitar", "nylon-string guitar"),
-    "strings": ("{a} strings", "a {a} string section"),
-    "bell": ("{a} bells", "{a} bell tones"),
-    "voice": ("{a} vocals", "a {a} lead vocal"),
-    "percussion": ("{a} percussion", "{a} hand percussion"),
-    "organ": ("a {a} organ", "{a} organ chords"),
-    "drum machine": ("a {a} drum machine", "{a} drum machine patterns"),
-    "double bass": ("a {a} double bass", "{a} upright bass"),
-    "beat": ("a {a} beat",),
-    "brass": ("{a} brass", "a {a} brass section"),
-    "keyboard": ("{a} keyboards", "a {a} keyboard part"),
-}
-ADJECTIVES: dict[str, tuple[str, ...]] = {
-    "drums": ("crisp", "punchy", "dusty", "tight", "laid-back"),
-    "bass": ("warm", "round", "rolling", "walking", "steady"),
-    "electric piano": ("warm", "mellow", "velvety", "gentle"),
-    "piano": ("gentle", "bright", "delicate", "warm"),
-    "pad": ("lush", "airy", "wide", "warm"),
-    "synthesizer": ("shimmering", "bright", "glassy", "buzzing"),
-    "guitar": ("clean", "strummed", "chiming"),
-    "electric guitar": ("distorted", "driving", "crunchy", "overdriven"),
-    "acoustic guitar": ("fingerpicked", "strummed", "warm"),
-    "strings": ("sweeping", "lush", "swelling"),
-    "bell": ("chiming", "glassy", "tinkling", "bright"),
-    "percussion": ("light", "shuffling", "crisp"),
-    "double bass": ("walking", "plucked", "warm"),
-    "flute": ("breathy", "airy", "lilting"),
-    "harp": ("rippling", "plucked", "delicate"),
-    "cello": ("rich", "bowed", "mournful"),
-    "violin": ("soaring", "bowed", "lilting"),
-    "saxophone": ("smoky", "breathy", "wailing"),
-    "trumpet": ("muted", "bright", "brassy"),
-    "organ": ("warm", "swirling", "churchy"),
-    "brass": ("bold", "bright", "punchy"),
-    "drum machine": ("crisp", "punchy", "ticking"),
-}
-GENERIC_ADJECTIVES = ("warm", "clean", "bright", "subtle", "gentle")
+WORDS_FILE = "caption_words.yaml"
 
-MOOD_WORDS: dict[str, str] = {"dream": "dreamy", "ballad": "ballad-like"}
-# Theme labels (nouns) read as what the music suits: "well suited to {phrase}".
-THEME_PHRASES: dict[str, str] = {
-    "action": "action scenes", "adventure": "adventure scenes", "advertising": "advertising",
-    "background": "background listening", "children": "children's programmes", "christmas": "Christmas",
-    "commercial": "commercial work", "corporate": "corporate videos", "documentary": "a documentary",
-    "drama": "drama", "film": "film", "game": "games", "holiday": "the holiday season", "love": "love scenes",
-    "movie": "movies", "nature": "nature scenes", "party": "a party", "soundscape": "soundscape work",
-    "space": "space themes", "sport": "sports footage", "summer": "summer days", "trailer": "trailers",
-    "travel": "travel videos",
-}  # fmt: skip
-GENRE_NOUNS: dict[str, tuple[str, ...]] = {
-    "lo-fi hip-hop": ("beat", "track", "tune"),
-    "hip-hop": ("beat", "track"),
-    "classical": ("piece", "composition"),
-    "baroque": ("piece",),
-    "jazz": ("tune", "piece", "number"),
-    "bossa nova": ("tune", "track", "number"),
-    "waltz": ("",),
-    "tango": ("",),
-    "ambient": ("piece", "track", "soundscape"),
-}
-DEFAULT_NOUNS = ("track", "tune", "piece")
-# Vocabulary words a caption may use in their everyday sense without claiming the tag.
-NEUTRAL_LABELS = frozenset({"beat", "soundscape", "melodic"})
+
+@dataclass(frozen=True)
+class CaptionWords:
+    """The template grammar's word lists, in file order (the seeded choices depend on it)."""
+
+    # Instrument label -> phrases; "{a}" is replaced by a describing adjective or nothing.
+    instrument_phrases: dict[str, tuple[str, ...]]
+    # Instrument label -> adjectives that may describe it.
+    adjectives: dict[str, tuple[str, ...]]
+    # Adjectives for an instrument without its own list.
+    generic_adjectives: tuple[str, ...]
+    # Mood label -> the word a caption uses for it.
+    mood_words: dict[str, str]
+    # Theme label -> what the music suits ("well suited to {phrase}").
+    theme_phrases: dict[str, str]
+    # Genre label -> nouns that follow it; "" leaves the genre alone.
+    genre_nouns: dict[str, tuple[str, ...]]
+    # Nouns after any other genre.
+    default_nouns: tuple[str, ...]
+    # Vocabulary words a caption may use in their everyday sense without claiming the tag.
+    neutral_labels: frozenset[str]
+
+
+@functools.cache
+def caption_words() -> CaptionWords:
+    """The shipped caption word lists (`configs/vocab/caption_words.yaml`), read once per process."""
+    import yaml
+
+    from tunekit.paths import resource_dir
+
+    data = yaml.safe_load((resource_dir("configs") / "vocab" / WORDS_FILE).read_text(encoding="utf-8"))
+
+    def lists(table: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
+        return {label: tuple(words) for label, words in table.items()}
+
+    return CaptionWords(
+        instrument_phrases=lists(data["instrument_phrases"]),
+        adjectives=lists(data["adjectives"]),
+        generic_adjectives=tuple(data["generic_adjectives"]),
+        mood_words=dict(data["mood_words"]),
+        theme_phrases=dict(data["theme_phrases"]),
+        genre_nouns=lists(data["genre_nouns"]),
+        default_nouns=tuple(data["default_nouns"]),
+        neutral_labels=frozenset(data["neutral_labels"]),
+    )
 
 
 def _rng(window_id: str, seed: int, salt: str) -> random.Random:
@@ -220,9 +195,10 @@ def caption_inputs(tags: Mapping[str, Any], *, state_tempo: bool = True, state_k
 
 
 def _instrument_phrase(label: str, rng: random.Random) -> str:
-    forms = INSTRUMENT_PHRASES.get(label, ("{a} " + label,))
+    words = caption_words()
+    forms = words.instrument_phrases.get(label, ("{a} " + label,))
     form = rng.choice(forms)
-    adj = rng.choice(ADJECTIVES.get(label, GENERIC_ADJECTIVES)) if rng.random() < 0.6 else ""
+    adj = rng.choice(words.adjectives.get(label, words.generic_adjectives)) if rng.random() < 0.6 else ""
     return _clean(form.replace("{a}", adj))
 
 
@@ -358,11 +334,12 @@ def template_captions(
 
 
 def _variant(src: Mapping[str, Any], rng: random.Random, frame: int, min_words: int, max_words: int) -> str:
+    words = caption_words()
     genres = src["genres"]
     genre = genres[0] if genres else ""
-    nouns = GENRE_NOUNS.get(genre, DEFAULT_NOUNS)
-    mood_labels = [m for m in src["moods"] if m not in THEME_PHRASES]
-    theme_labels = [m for m in src["moods"] if m in THEME_PHRASES]
+    nouns = words.genre_nouns.get(genre, words.default_nouns)
+    mood_labels = [m for m in src["moods"] if m not in words.theme_phrases]
+    theme_labels = [m for m in src["moods"] if m in words.theme_phrases]
     rng.shuffle(mood_labels)
     rng.shuffle(theme_labels)
     instruments = list(src["instruments"])
@@ -377,8 +354,8 @@ def _variant(src: Mapping[str, Any], rng: random.Random, frame: int, min_words: 
         parts = _Parts(
             genre=genre,
             noun=rng.choice(nouns),
-            moods=[MOOD_WORDS.get(m, m) for m in mood_labels[:n_mood]],
-            themes=[THEME_PHRASES[t] for t in theme_labels[:n_theme]],
+            moods=[words.mood_words.get(m, m) for m in mood_labels[:n_mood]],
+            themes=[words.theme_phrases[t] for t in theme_labels[:n_theme]],
             instruments=[_instrument_phrase(i, rng) for i in instruments[:n_inst]],
             tempo=tempo,
             key=key or "",
@@ -455,7 +432,7 @@ def validate_caption(
             missing = [label for label in want if label not in got]
             problems.append(f"names {len(got)} of {len(want)} {kind} (missing {', '.join(missing)})")
     for kind, label in dict.fromkeys(mentions):
-        if label in chosen.get(kind, ()) or label in NEUTRAL_LABELS or _covered(label, all_chosen):
+        if label in chosen.get(kind, ()) or label in caption_words().neutral_labels or _covered(label, all_chosen):
             continue
         problems.append(f"names {kind[:-1]} {label!r}, which was not chosen")
     for match in _BPM_RE.finditer(text):
@@ -642,7 +619,7 @@ def caption_model_fingerprint(section: Any, models: Any) -> str:
 
 
 def _llm_generate(cfg: CaptionConfig) -> Callable[[str, int], str]:
-    from tunekit.prep.separate import resolve_device
+    from tunekit.models.device import resolve_device
 
     key = (cfg.llm, cfg.llm_max_new_tokens, cfg.device)
     if key not in _loaded_llm:

@@ -13,27 +13,25 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from tunekit.audio.loudness import LOUDNESS_POLICIES
 from tunekit.models.config import ModelsConfig
 from tunekit.prep.caption import CaptionConfig
+from tunekit.prep.registry import ORDER, STAGES, stage_problems
 from tunekit.prep.separate import SeparateConfig
 from tunekit.prep.tag import TagConfig
 from tunekit.prep.tokens import TokensConfig
 
 LICENSE_POLICIES = ("any", "open", "commercial")
 LICENSE_PREFERENCES = ("strict", "sidecar", "csv")
-LOUDNESS_POLICIES = ("cap", "limit")
 WINDOW_ALIGNS = ("none", "beats", "downbeats")
 RESAMPLER_QUALITIES = ("VHQ", "HQ", "MQ", "LQ", "QQ")
 AUDIO_FORMATS = ("flac", "wav")
 
 DEFAULT_EXTENSIONS = ["wav", "flac", "mp3", "ogg", "oga", "opus", "m4a", "aac", "mp4", "aif", "aiff"]
 # The stages that need no neural model, in pipeline order.
-CORE_STAGES = ["ingest", "license", "decode", "quality", "dedupe", "loudness", "window", "split"]
-# The default pipeline (pipelines/musicgen.yaml): separation before loudness; tags, captions and tokens after split.
-DEFAULT_STAGES = [
-    "ingest", "license", "decode", "quality", "dedupe", "separate", "loudness", "window", "split", "tag", "caption",
-    "tokens",
-]
+CORE_STAGES = [name for name in ORDER if STAGES[name].model_fingerprint is None]
+# The default pipeline (pipelines/musicgen.yaml): every stage, in the registry's order.
+DEFAULT_STAGES = list(ORDER)
 
 
 @dataclass
@@ -213,8 +211,6 @@ class PrepConfig:
 
         Paths (corpus, out) are checked by `run_prep` (they must exist and be writable then).
         """
-        from tunekit.prep.registry import stage_problems
-
         obj = as_prep_config(cfg)
         out: list[str] = []
         if obj.license_policy not in LICENSE_POLICIES:
@@ -228,8 +224,6 @@ class PrepConfig:
         if not 0 <= obj.max_failed_fraction <= 1:
             out.append(f"max_failed_fraction={obj.max_failed_fraction} must be between 0 and 1")
         out += stage_problems(list(obj.stages))
-        from tunekit.prep.registry import STAGES
-
         for name in obj.stages:
             for key in STAGES[name].config_keys if name in STAGES else ():
                 if not hasattr(obj, key):

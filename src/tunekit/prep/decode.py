@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tunekit.audio.channels import to_mono
 from tunekit.prep.config import DecodeConfig
 from tunekit.prep.rows import Rejection, StageContext, TrackRow
 from tunekit.prep.sources import transcoded_path, wav_declared_frames
@@ -56,7 +57,7 @@ def to_working_channels(x: np.ndarray, out_channels: int) -> np.ndarray:
         c = 2
     if out_channels == 2:
         return np.repeat(x, 2, axis=0) if c == 1 else x
-    return x if c == 1 else x.mean(axis=0, keepdims=True)
+    return x if c == 1 else to_mono(x, keepdims=True)
 
 
 class SpectrumAccumulator:
@@ -71,7 +72,7 @@ class SpectrumAccumulator:
 
     def feed(self, x: np.ndarray) -> None:
         """Add a (C, m) block."""
-        mono = np.concatenate([self._rest, x.mean(axis=0)])
+        mono = np.concatenate([self._rest, to_mono(x)])
         n = mono.size // SPECTRUM_FFT
         if n:
             frames = mono[: n * SPECTRUM_FFT].reshape(n, SPECTRUM_FFT) * self._window
@@ -119,9 +120,9 @@ def _readable_frames(path: Path, start: int, limit: int) -> int:
 def decode_track(row: TrackRow, cfg: DecodeConfig, ctx: StageContext) -> TrackRow | Rejection:
     """Decode, check and resample one file into the cache (stage function)."""
     import soundfile as sf
-    import soxr
 
     from tunekit.atomic import atomic_path
+    from tunekit.audio.resample import resample_stream
     from tunekit.prep.loudness import StreamingMeter
 
     source = _readable(row, ctx)
@@ -136,7 +137,7 @@ def decode_track(row: TrackRow, cfg: DecodeConfig, ctx: StageContext) -> TrackRo
         out_rate, out_ch = cfg.sample_rate, cfg.channels
         resampler = None
         if rate_in != out_rate:
-            resampler = soxr.ResampleStream(rate_in, out_rate, out_ch, dtype="float32", quality=cfg.resampler)
+            resampler = resample_stream(rate_in, out_rate, out_ch, quality=cfg.resampler)
         meter = StreamingMeter(out_rate, out_ch, true_peak=False)
         spectrum = SpectrumAccumulator(out_rate)
         est_bytes = header_frames * out_rate / max(rate_in, 1) * out_ch * 4

@@ -32,12 +32,12 @@ def _band_matrix() -> np.ndarray:
 
 def compute(audio: np.ndarray, rate: int) -> str | None:
     """Fingerprint of (C, N) float audio as a hex string (bits then validity), or None if too short."""
-    import soxr
+    from tunekit.audio.channels import to_mono
+    from tunekit.audio.resample import resample
 
-    mono = np.asarray(audio, dtype=np.float64).mean(axis=0)
+    mono = to_mono(np.asarray(audio, dtype=np.float64))
     mono = np.nan_to_num(mono, nan=0.0, posinf=0.0, neginf=0.0)
-    if rate != FP_RATE:
-        mono = soxr.resample(mono, rate, FP_RATE, quality="HQ")
+    mono = resample(mono, rate, FP_RATE, quality="HQ")
     n_frames = 1 + (mono.size - FRAME) // HOP if mono.size >= FRAME else 0
     if n_frames < MIN_FRAMES + 1:
         return None

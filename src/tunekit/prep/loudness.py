@@ -159,10 +159,10 @@ def oversampled_peak_dbtp(audio: np.ndarray, rate: int, factor: int = CHECK_OVER
     A stricter second opinion on the BS.1770 4x true peak for limited audio, close to what a
     192 kHz meter such as ffmpeg's ebur128 reports.
     """
-    import soxr
+    from tunekit.audio.resample import resample_stream
 
     channels, n = audio.shape
-    stream = soxr.ResampleStream(rate, rate * factor, channels, dtype="float32", quality="VHQ")
+    stream = resample_stream(rate, rate * factor, channels, quality="VHQ")
     peak = 0.0
     step = 1 << 18
     for start in range(0, n + 1, step):

@@ -21,7 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from tunekit.audio.channels import to_mono
+from tunekit.audio.resample import resample
 from tunekit.errors import ConfigError, StageUnavailableError
+from tunekit.models.device import resolve_device
 from tunekit.prep.rows import models_settings, section_as
 
 INSTRUMENTAL_MODES = ("subtract", "sum")
@@ -70,15 +73,6 @@ class SeparationResult:
     instrumental: np.ndarray | None  # (C, N) float32
     vocals: np.ndarray | None  # (C, N) float32
     vocal_ratio_db: float | None  # vocal energy relative to the mix, dB (RMS); None for a silent mix
-
-
-def resolve_device(device: str) -> str:
-    """`auto` → `cuda` when a GPU is visible, else `cpu`; anything else is returned unchanged."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_separator(cfg: SeparateConfig, *, tiny: bool = False, cache_dir: str | None = None) -> Any:
@@ -199,7 +193,7 @@ def _mix_stats(read: Reader, n_samples: int, block: int = 1 << 20) -> tuple[floa
     total = 0.0
     total_sq = 0.0
     for start in range(0, n_samples, block):
-        mono = read(start, min(n_samples, start + block)).astype(np.float64).mean(axis=0)
+        mono = to_mono(read(start, min(n_samples, start + block)).astype(np.float64))
         total += float(mono.sum())
         total_sq += float(np.dot(mono, mono))
     mean = total / n_samples
@@ -213,7 +207,7 @@ def _to_model_channels(x: np.ndarray, model_channels: int) -> np.ndarray:
     if x.shape[0] == 1:
         return np.repeat(x, model_channels, axis=0)
     if model_channels == 1:
-        return x.mean(axis=0, keepdims=True)
+        return to_mono(x, keepdims=True)
     raise ValueError(f"cannot feed {x.shape[0]}-channel audio to a {model_channels}-channel Demucs model")
 
 
@@ -221,7 +215,7 @@ def _from_model_channels(x: np.ndarray, channels: int) -> np.ndarray:
     if x.shape[0] == channels:
         return x
     if channels == 1:
-        return x.mean(axis=0, keepdims=True)
+        return to_mono(x, keepdims=True)
     return np.repeat(x, channels, axis=0)
 
 
@@ -513,19 +507,18 @@ def separate_track(row: Any, section: Any, ctx: Any) -> Any:
 
 
 def _separate_resampled(src: str, target: Path, work_rate: int, model: Any, cfg: SeparateConfig) -> SeparationResult:
-    """Working audio at another rate than the model's: resample in memory (soxr), separate, resample back."""
+    """Working audio at another rate than the model's: resample in memory, separate, resample back."""
     import soundfile as sf
-    import soxr
 
     from tunekit.atomic import atomic_path
 
     audio, _ = sf.read(src, dtype="float32", always_2d=True)
     n = audio.shape[0]
-    mix = soxr.resample(audio, work_rate, int(model.samplerate)).T
+    mix = resample(audio.T, work_rate, int(model.samplerate))
     del audio
-    result = separate(np.ascontiguousarray(mix), model, cfg, keep_vocals=False)
+    result = separate(mix, model, cfg, keep_vocals=False)
     del mix
-    inst = soxr.resample(np.ascontiguousarray(result.instrumental.T), int(model.samplerate), work_rate)
+    inst = resample(result.instrumental, int(model.samplerate), work_rate).T
     inst = inst[:n] if inst.shape[0] >= n else np.pad(inst, ((0, n - inst.shape[0]), (0, 0)))
     with atomic_path(target) as tmp:
         sf.write(str(tmp), inst, work_rate, format=_wav_format(n, inst.shape[1]), subtype="FLOAT")

@@ -127,7 +127,8 @@ def valid_frames(duration_s: float, frame_rate: float) -> int:
 
 def _codec_inputs(window: np.ndarray, working_rate: int, info: CodecInfo, stereo: bool) -> list[np.ndarray]:
     """The window as the codec's inputs at its rate: [mid], [left, right] (stereo) or [stereo pair]."""
-    import soxr
+    from tunekit.audio.channels import to_mono
+    from tunekit.audio.resample import resample
 
     window = np.asarray(window, np.float32)
     if window.ndim != 2:
@@ -139,10 +140,10 @@ def _codec_inputs(window: np.ndarray, working_rate: int, info: CodecInfo, stereo
         x = window if window.shape[0] == 2 else np.repeat(window[:1], 2, axis=0)
         parts = [x[:1], x[1:2]]
     else:
-        parts = [window.mean(axis=0, keepdims=True)]
+        parts = [to_mono(window, keepdims=True)]
     out = []
     for part in parts:
-        y = part if working_rate == info.sample_rate else soxr.resample(part.T, working_rate, info.sample_rate).T
+        y = resample(part, working_rate, info.sample_rate)
         out.append(np.ascontiguousarray(y[0] if info.channels == 1 else y, dtype=np.float32))
     return out
 
@@ -341,7 +342,7 @@ def tokens_preflight(section: Any, models: Any) -> list[str]:
 
 
 def _codec(cfg: TokensConfig, models: Any) -> tuple[Any, Any]:
-    from tunekit.prep.separate import resolve_device
+    from tunekit.models.device import resolve_device
 
     tiny, cache_dir = models_settings(models)
     device = resolve_device(cfg.device)

@@ -62,7 +62,9 @@ def onset_envelope(path: str | Path) -> np.ndarray:
     """librosa onset strength of the mono track at 22050 Hz, computed in overlapping blocks."""
     import librosa
     import soundfile as sf
-    import soxr
+
+    from tunekit.audio.channels import to_mono
+    from tunekit.audio.resample import resample
 
     with sf.SoundFile(str(path)) as f:
         rate, n = int(f.samplerate), int(f.frames)
@@ -74,9 +76,8 @@ def onset_envelope(path: str | Path) -> np.ndarray:
             s0 = int(f0 * BEAT_HOP * rate / BEAT_RATE)
             s1 = min(n, int(f1 * BEAT_HOP * rate / BEAT_RATE))
             f.seek(s0)
-            y = f.read(s1 - s0, dtype="float32", always_2d=True).mean(axis=1)
-            if rate != BEAT_RATE:
-                y = soxr.resample(y, rate, BEAT_RATE, quality="HQ")
+            y = to_mono(f.read(s1 - s0, dtype="float32", always_2d=True).T)
+            y = resample(y, rate, BEAT_RATE, quality="HQ")
             part = librosa.onset.onset_strength(y=y, sr=BEAT_RATE, hop_length=BEAT_HOP)
             lo = core_start - f0
             hi = min(lo + _CORE_FRAMES, part.size, n_frames - core_start + lo)

@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from tunekit.loggers import LoggerConfig
 from tunekit.models.config import ModelsConfig
 
 METHODS = ("lora", "full")
@@ -89,7 +90,7 @@ class EvalConfig:
     prompts: list[str] = field(default_factory=list)  # prompts to sample; empty: the first captions of held-out windows
     n_prompts: int = 4  # how many held-out captions to use when `prompts` is empty (0: no samples)
     seconds: float = 8.0  # length of each sample
-    guidance: float = 3.0  # classifier-free guidance scale
+    guidance_scale: float = 3.0  # classifier-free guidance scale
     top_k: int = 250  # top-k sampling
     temperature: float = 1.0  # sampling temperature
 
@@ -100,17 +101,6 @@ class ExportConfig:
 
     merge: bool = False  # LoRA: also write the adapter merged into the base model (transformers format) to <out>/merged
     use_ema: bool = True  # when EMA is on, export the EMA weights
-
-
-@dataclass
-class LoggerConfig:
-    """Where metrics go besides <out>/metrics.jsonl (always written)."""
-
-    _target_: str = "tunekit.train.loggers.WandbLogger"  # logger class: WandbLogger | CSVLogger | NoLogger
-    project: str = "tunekit"  # W&B project
-    entity: str | None = None  # W&B entity (team); null: your default
-    mode: str = "auto"  # W&B mode: auto (online when logged in, else offline) | online | offline
-    log_audio: bool = True  # upload evaluation samples as audio
 
 
 @dataclass

@@ -183,7 +183,7 @@ def _front_matter(cfg: Any, base: str, licence: dict[str, str], library: str) ->
     """Hugging Face card metadata (YAML between `---` lines)."""
     import yaml
 
-    from tunekit.models.registry import is_local_path
+    from tunekit.models.hub import is_local_path
 
     full = cfg.method.name == "full"
     meta: dict[str, Any] = dict(licence)

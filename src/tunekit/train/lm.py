@@ -18,10 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-
-def is_melody(model: Any) -> bool:
-    """Whether `model` is a MusicGen-melody (chroma-conditioned, decoder-only with prepended conditions)."""
-    return type(model).__name__.startswith("MusicgenMelody")
+from tunekit.models.musicgen import is_melody
 
 
 class MusicgenLM(nn.Module):

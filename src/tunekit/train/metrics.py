@@ -9,13 +9,59 @@ from pathlib import Path
 from typing import Any
 
 
-def peak_memory(device: Any) -> dict[str, float]:
-    """Peak accelerator memory (GiB) since the last reset, and this process's peak host RSS (GiB)."""
+_rss_peak_before_reset = 0.0  # the process's peak RSS (GiB) up to the last reset_step_rss()
+
+
+def host_rss_gib() -> tuple[float, float]:
+    """(current, peak since the last reset) resident memory of this process in GiB, from /proc/self/status.
+
+    Falls back to (peak, peak) from getrusage where /proc is not available.
+    """
+    now = peak = None
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    value = int(line.split()[1]) / 2**20  # kB -> GiB
+                    now, peak = (value, peak) if line.startswith("VmRSS") else (now, value)
+    except OSError:
+        pass
+    if now is None or peak is None:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        return peak, peak
+    return now, peak
+
+
+def reset_step_rss() -> None:
+    """Start a new window for the RSS high-water mark, so each step reports its own peak, not the largest so far.
+
+    Linux resets the mark when "5" is written to /proc/self/clear_refs; where that fails the mark simply keeps
+    growing. The process-wide peak across resets stays available from `process_rss_peak_gib`.
+    """
+    global _rss_peak_before_reset
+    _rss_peak_before_reset = max(_rss_peak_before_reset, host_rss_gib()[1])
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def process_rss_peak_gib() -> float:
+    """Peak resident memory of this process (GiB) since it started, across `reset_step_rss` windows."""
     import resource
 
+    ru_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return max(_rss_peak_before_reset, host_rss_gib()[1], ru_max)
+
+
+def peak_memory(device: Any) -> dict[str, float]:
+    """Peak accelerator memory (GiB) since the last reset, and this process's peak host RSS (GiB)."""
     import torch
 
-    out = {"rss_peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    out = {"rss_peak_gib": process_rss_peak_gib()}
     if getattr(device, "type", str(device)) == "cuda" and torch.cuda.is_available():
         out["gpu_peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         out["gpu_reserved_gib"] = torch.cuda.max_memory_reserved(device) / 2**30

@@ -24,17 +24,17 @@ import torch
 
 from tunekit.data.tokens import EvalWindows, MelodySource, StepBatches, TokenSet, TrainWindows, collate
 from tunekit.errors import ConfigError, ConfigErrors
+from tunekit.loggers import build_logger
 from tunekit.train import checkpoint as ckpt
 from tunekit.train.ema import EMA
 from tunekit.train.export import copy_attribution, data_card, write_model_card
 from tunekit.train.guard import NanGuard
 from tunekit.train.lm import MusicgenLM, drop_conditions, encode_text, is_melody
-from tunekit.train.loggers import build_logger
 from tunekit.train.loss import build_delayed, codebook_delays, loss_scale, masked_ce_sum
 from tunekit.train.lora import (
     apply_lora, count_parameters, enable_checkpointing, param_groups, set_decoder_dropout, unfreeze_decoder,
 )
-from tunekit.train.metrics import MetricsLog, StepTimer, peak_memory
+from tunekit.train.metrics import MetricsLog, StepTimer, host_rss_gib, peak_memory, reset_step_rss
 from tunekit.train.optim import build_optimizer
 from tunekit.train.preflight import ModelShape, crop_frames, print_plan, select_rows
 from tunekit.train.runtime import make_accelerator, prepare_run_dir, reduce_sum, seed_everything
@@ -114,7 +114,8 @@ def train_musicgen(cfg: Any) -> int:
 
     latest = ckpt.latest_checkpoint(run_dir) if run_dir.is_dir() else None
     prepare_run_dir(cfg, latest is not None, write=main)  # every rank checks, so every rank stops on a problem
-    on_device = sum(p.numel() for p in lm.parameters()) + sum(p.numel() for p in text_encoder.parameters())
+    on_device = total if dev.type == "cpu" else (  # on the CPU EnCodec shares the training memory
+        sum(p.numel() for p in lm.parameters()) + sum(p.numel() for p in text_encoder.parameters()))
     print_plan(cfg, shape=shape, tokens=tokens, train_rows=train_rows, valid_rows=valid_rows, trainable=trainable,
                total=total, on_device=on_device, precision=precision, device=dev, world=world,
                resuming=latest.name if latest else None, show=main)
@@ -186,6 +187,17 @@ def train_musicgen(cfg: Any) -> int:
             states, mask, chroma = drop_conditions(states, mask, batch["drop"], chroma, batch.get("drop_melody"))
         return masked_ce_sum(lm_p(db.inputs, states, mask, chroma), db.targets, db.mask)
 
+    def backward_sum(batch: dict[str, Any], scale: float) -> torch.Tensor:
+        """Forward and backward of one training micro-batch; returns its loss sum, detached.
+
+        The loss tensor must not outlive this call: it holds the step's autograd graph, thousands of small
+        nodes allocated in between the activations, which would pin the freed activation memory into pieces
+        the next step cannot reuse, so the heap would grow by about one step's activations.
+        """
+        s = forward_sum(batch, train=True)
+        acc.backward(s * scale)
+        return s.detach()
+
     def validate() -> float:
         """Mean CE per token over the first eval_windows held-out windows (every rank runs the same batches)."""
         lm_p.eval()
@@ -202,7 +214,7 @@ def train_musicgen(cfg: Any) -> int:
         """Fixed prompts, fixed seed: audio under <out>/samples/step-XXXXXXX/ and to the logger."""
         from tunekit.atomic import write_json
         from tunekit.audio.io import write_audio
-        from tunekit.generate import generate_audio
+        from tunekit.models.musicgen import generate_audio
 
         if not prompts:
             return
@@ -213,7 +225,7 @@ def train_musicgen(cfg: Any) -> int:
             with acc.autocast():
                 audio, rate = generate_audio(
                     model, tokenizer, model.audio_encoder, prompts, cfg.eval.seconds, seed=t.seed,
-                    window_seconds=cfg.eval.seconds + 1, guidance=cfg.eval.guidance, top_k=cfg.eval.top_k,
+                    window_seconds=cfg.eval.seconds + 1, guidance_scale=cfg.eval.guidance_scale, top_k=cfg.eval.top_k,
                     temperature=cfg.eval.temperature,
                 )
         if main:
@@ -264,7 +276,8 @@ def train_musicgen(cfg: Any) -> int:
         torch.cuda.reset_peak_memory_stats(dev)
     for step in range(start, t.max_steps):
         done = step + 1
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        reset_step_rss()
         micro = [next(batches) for _ in range(t.grad_accum)]
         data_s = time.perf_counter() - t0
         n_tokens = reduce_sum(acc, sum(k * int(b["n_frames"].sum()) for b in micro))
@@ -273,9 +286,7 @@ def train_musicgen(cfg: Any) -> int:
         loss_sum = torch.zeros((), device=dev)
         for i, batch in enumerate(micro):
             with acc.no_sync(lm_p) if i < len(micro) - 1 else contextlib.nullcontext():
-                s = forward_sum(batch, train=True)
-                acc.backward(s * scale)
-            loss_sum += s.detach()
+                loss_sum += backward_sum(batch, scale)
         loss = reduce_sum(acc, float(loss_sum)) / n_tokens
         grad_norm = float(acc.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else float("inf")))
         lr = scheduler.get_last_lr()[0]
@@ -294,8 +305,9 @@ def train_musicgen(cfg: Any) -> int:
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         row = {"step": done, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": int(n_tokens),
-               "step_s": time.perf_counter() - t0, "data_s": data_s, "epoch": done * global_batch / len(train_rows),
-               "skipped": not ok, **guard.state()}
+               "step_s": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0, "data_s": data_s,
+               "rss_peak_gib": host_rss_gib()[1], "epoch": done * global_batch / len(train_rows), "skipped": not ok,
+               **guard.state()}
         if main:
             metrics.write(row)
         if main and (done % t.log_every == 0 or done == t.max_steps):

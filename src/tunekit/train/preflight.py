@@ -97,6 +97,19 @@ def crop_frames(cfg: Any, shape: ModelShape) -> int:
     return max(1, int(round(cfg.data.crop_seconds * shape.frame_rate)))
 
 
+def lora_dropout_inputs(shape: ModelShape, targets: str) -> int:
+    """Input features per token, summed over the model, of the linears a LoRA `targets` preset wraps.
+
+    Each wrapped linear applies its own dropout to its input, and the dropped copy (with its mask) is saved for
+    the backward pass: self-attention q/k/v/out and cross-attention q/out read hidden-wide inputs (cross k/v
+    read the short text), fc1 reads `hidden`, fc2 reads `ffn`, and each output head reads `hidden`.
+    """
+    h = shape.hidden
+    per_layer = 6 * h + (h + shape.ffn if targets in ("attention_ffn", "all") else 0)
+    heads = shape.n_codebooks * h if targets == "all" else 0
+    return shape.layers * per_layer + heads
+
+
 def estimate_memory(
     shape: ModelShape,
     *,
@@ -108,34 +121,74 @@ def estimate_memory(
     mixed: bool,
     checkpointing: bool,
     ema: bool,
+    ffn_trained: bool = True,
+    lora_inputs: int = 0,
+    host: bool = False,
     overhead_gib: float = 0.5,
 ) -> dict[str, float]:
-    """Rough peak device memory (GiB) of one training step, by part.
+    """Peak memory (GiB) of one training step on the training device, by part.
 
-    Weights fp32; grads fp32 + AdamW moments (2 x fp32) for trainable weights; activations per decoder
-    layer ~ (34 + cross-attention) x seq x batch x hidden values, 2 bytes each under autocast (4 in fp32),
-    only the layer inputs when checkpointing; logits in fp32 with their softmax and gradient; plus a fixed
-    runtime overhead (CUDA context and allocator, or the Python/torch process on the CPU).
+    Weights fp32 (`params_on_device`: on the CPU, every weight the process holds), plus under autocast the
+    half-precision copies of the decoder's weights its matmuls keep for backward. Gradients fp32 and AdamW
+    moments (2 x fp32) for trainable weights. Activations saved for backward, per decoder layer and token
+    (sdpa attention, so nothing grows with seq^2), measured with torch 2.13 / transformers 5.23:
+    60 bytes x hidden in fp32, 44 under autocast (layer norms and the residual stay fp32), plus one or two
+    ffn-wide tensors (GELU input; its output too when fc2 trains); plus, for LoRA with dropout, the dropped
+    copy of each wrapped linear's input with its mask (act_bytes + 2 per input feature; `lora_inputs`, from
+    `lora_dropout_inputs`); plus cross-attention keys/values over the text. With checkpointing: each layer's
+    fp32 input plus one layer recomputed. Logits fp32 with their log-softmax and gradient. `host` (training on
+    the CPU): glibc's heap keeps freed temporaries resident between the blocks still in use, measured at ~0.8x
+    the live activations at the end of the forward pass (see docs/benchmarks.md). Finally a fixed runtime
+    overhead (CUDA context and allocator, or the Python/torch process on the CPU).
     """
     gib = 2**30
     weights = params_on_device * 4
+    if mixed:
+        h = shape.hidden
+        per_layer_matrices = 8 * h * h + 2 * h * shape.ffn
+        # Casts of trained weights are cached for the whole forward; frozen ones live as long as their layer's
+        # saved tensors, so with checkpointing only the layer being recomputed holds them.
+        layers_cast = 1 if checkpointing and trainable < shape.layers * per_layer_matrices else shape.layers
+        weights += 2 * (layers_cast * per_layer_matrices + shape.n_codebooks * h * shape.vocab_size)
     optim = trainable * (4 + 8) + (trainable * 4 if ema else 0)
     act_bytes = 2 if mixed else 4
     tokens = batch * seq
-    per_layer = (34 * shape.hidden + 2 * shape.ffn) * tokens * act_bytes / 2 + 4 * text_len * batch * shape.hidden
+    per_token = (44 if mixed else 60) * shape.hidden + (2 if ffn_trained else 1) * shape.ffn * act_bytes
+    per_layer = per_token * tokens + 2 * text_len * batch * shape.hidden * act_bytes
+    lora = lora_inputs * tokens * (act_bytes + 2)
     if checkpointing:
-        activations = shape.layers * tokens * shape.hidden * act_bytes + per_layer
+        activations = shape.layers * tokens * shape.hidden * 4 + per_layer + lora / shape.layers
     else:
-        activations = shape.layers * per_layer
+        activations = shape.layers * per_layer + lora
     logits = batch * shape.n_codebooks * seq * shape.vocab_size * (act_bytes + 4 + 4)
-    total = weights + optim + activations + logits + overhead_gib * gib
+    activations += logits
+    heap = 0.8 * activations if host else 0.0
+    total = weights + optim + activations + heap + overhead_gib * gib
     return {
         "weights_gib": weights / gib,
         "optimizer_gib": optim / gib,
-        "activations_gib": (activations + logits) / gib,
+        "activations_gib": activations / gib,
+        "heap_gib": heap / gib,
         "overhead_gib": overhead_gib,
         "total_gib": total / gib,
     }
+
+
+def plan_memory(
+    cfg: Any, shape: ModelShape, *, trainable: int, on_device: int, precision: str, device: Any
+) -> dict[str, float]:
+    """`estimate_memory` for a training config: its batch, crop, method and precision on `device`."""
+    t, m = cfg.trainer, cfg.method
+    kind = getattr(device, "type", str(device))
+    lora = m.name == "lora"
+    return estimate_memory(
+        shape, params_on_device=on_device, trainable=trainable, batch=t.batch_size,
+        seq=crop_frames(cfg, shape) + shape.max_delay + shape.prefix, text_len=min(cfg.data.max_text_tokens, 64),
+        mixed=precision != "fp32", checkpointing=cfg.model.gradient_checkpointing, ema=t.ema_decay > 0,
+        ffn_trained=not lora or m.targets != "attention",
+        lora_inputs=lora_dropout_inputs(shape, m.targets) if lora and m.dropout > 0 else 0,
+        host=kind == "cpu", overhead_gib=1.0 if kind == "cuda" else 0.5,
+    )
 
 
 def device_memory_gib(device: Any) -> float | None:
@@ -191,12 +244,7 @@ def print_plan(
     t, m = cfg.trainer, cfg.method
     crop = crop_frames(cfg, shape)
     global_batch = t.batch_size * t.grad_accum * world
-    mem = estimate_memory(
-        shape, params_on_device=on_device, trainable=trainable, batch=t.batch_size,
-        seq=crop + shape.max_delay + shape.prefix, text_len=min(cfg.data.max_text_tokens, 64),
-        mixed=precision != "fp32", checkpointing=cfg.model.gradient_checkpointing, ema=t.ema_decay > 0,
-        overhead_gib=1.0 if getattr(device, "type", "") == "cuda" else 0.5,
-    )
+    mem = plan_memory(cfg, shape, trainable=trainable, on_device=on_device, precision=precision, device=device)
     have = device_memory_gib(device)
     fixed = mem["weights_gib"] + mem["optimizer_gib"]
     if have is not None and fixed > have:
@@ -224,7 +272,8 @@ def print_plan(
         ("device", f"{device} x {world}, precision {precision}"
                    + (", gradient checkpointing" if cfg.model.gradient_checkpointing else "")),
         ("memory", f"~{_gib(mem['total_gib'])} per device (weights {_gib(mem['weights_gib'])}, optimiser "
-                   f"{_gib(mem['optimizer_gib'])}, activations {_gib(mem['activations_gib'])})"
+                   f"{_gib(mem['optimizer_gib'])}, activations {_gib(mem['activations_gib'])}"
+                   + (f", allocator {_gib(mem['heap_gib'])}" if mem["heap_gib"] else "") + ")"
                    + (f" of {have:.0f} GiB" if have else "")),
         ("run", f"{cfg.out}" + (f" (resuming from {resuming})" if resuming else "")),
     ]), flush=True)

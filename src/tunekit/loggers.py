@@ -1,5 +1,6 @@
 """Experiment loggers selected by `logger=` (configs/logger/*.yaml `_target_`): W&B, CSV or none.
 
+Shared by `tunekit train` (`build_logger`) and `tunekit eval` (its `logger` section selects W&B or none).
 Every logger gets the same calls; `<run>/metrics.jsonl` is written by the trainer regardless.
 W&B is imported only when used, and runs offline when no API key is configured, so nothing fails
 on a machine that was never logged in.
@@ -11,8 +12,20 @@ import csv
 import netrc
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+
+@dataclass
+class LoggerConfig:
+    """Where metrics go besides <out>/metrics.jsonl (always written)."""
+
+    _target_: str = "tunekit.loggers.WandbLogger"  # logger class: WandbLogger | CSVLogger | NoLogger
+    project: str = "tunekit"  # W&B project
+    entity: str | None = None  # W&B entity (team); null: your default
+    mode: str = "auto"  # W&B mode: auto (online when logged in, else offline) | online | offline
+    log_audio: bool = True  # upload evaluation samples as audio
 
 
 class NoLogger:
@@ -76,6 +89,13 @@ def wandb_has_key() -> bool:
     return bool(auth and auth[2])
 
 
+def wandb_mode(mode: str = "auto") -> str:
+    """`online`/`offline` as given; `auto`: WANDB_MODE when set, else online with an API key, offline without."""
+    if mode in ("online", "offline"):
+        return mode
+    return os.environ.get("WANDB_MODE") or ("online" if wandb_has_key() else "offline")
+
+
 class WandbLogger(NoLogger):
     """Weights & Biases: config, losses, lr, grad norm, tokens/s, memory, skipped steps and audio samples."""
 
@@ -93,7 +113,7 @@ class WandbLogger(NoLogger):
         import wandb
 
         if mode == "auto":
-            mode = os.environ.get("WANDB_MODE") or ("online" if wandb_has_key() else "offline")
+            mode = wandb_mode(mode)
             if mode == "offline":
                 print(f"wandb: no API key found, logging offline into {self.run_dir / 'wandb'} "
                       "(upload later with `wandb sync`)")

@@ -1,0 +1,212 @@
+"""Score audio sets against a reference into the metrics.json dict, for both modes of `tunekit eval`.
+
+`load_embedders` builds the configured embedders; `sample_size_problems` says, before any audio is generated
+or embedded, what keeps FAD from being computed; `evaluate` scores every set (FAD, FAD∞, outliers and the
+CLAP score, by `tunekit.eval.score`), adds the reconstruction floor, and assembles metrics.json.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import platform
+from typing import Any
+
+from tunekit.eval.config import EvalConfig
+from tunekit.eval.reconstruction import CodecSource, encodec_source
+from tunekit.eval.score import (
+    FadSettings,
+    SetScores,
+    clap_fields,
+    floor_metrics,
+    log,
+    prompt_score,
+    score_set,
+    set_statistics,
+)
+from tunekit.eval.sets import AudioSet
+
+
+def versions() -> dict[str, str]:
+    """Versions of tunekit and the libraries that shape the numbers."""
+    out = {"python": platform.python_version()}
+    for pkg in ("tunekit", "torch", "transformers", "numpy", "scipy", "soxr", "soundfile"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            if pkg == "tunekit":
+                from tunekit import __version__
+
+                out[pkg] = __version__
+    return out
+
+
+def fad_settings(config: EvalConfig) -> FadSettings:
+    """How FAD∞ is fitted, from the config."""
+    return FadSettings(
+        enabled=config.fad_inf,
+        steps=config.fad_inf_steps,
+        min_n=config.fad_inf_min_n,
+        draws=config.fad_inf_draws,
+        seed=config.seed,
+    )
+
+
+def load_embedders(config: EvalConfig, names: list[str] | None = None) -> list[Any]:
+    """The embedders named in `config.embeddings` (or `names`), loaded from the configured models."""
+    from tunekit.eval.embeddings import load_embedder
+
+    return [
+        load_embedder(name, models=config.models, clap_model=config.clap_model, encodec_model=config.encodec_model,
+                      vggish_model=config.vggish_model, device=config.device)
+        for name in (config.embeddings if names is None else names)
+    ]
+
+
+def sample_size_problems(
+    embedders: list[Any], sides: dict[str, tuple[list[float], str]]
+) -> list[str]:
+    """What keeps FAD from being computed, per embedding and side, before any audio is generated or embedded.
+
+    `sides` maps a side's name to its clip lengths in seconds and the config keys that change them. FAD needs
+    at least two embedding frames on each side (a covariance); each embedder's window policy says how many
+    frames a clip of a given length gives.
+    """
+    from collections import Counter
+
+    from tunekit.eval.embeddings import frames_for_seconds
+
+    out = []
+    for e in embedders:
+        for side, (seconds, fix) in sides.items():
+            lengths = Counter(round(s, 3) for s in seconds)
+            frames = sum(k * frames_for_seconds(e, s) for s, k in lengths.items())
+            if frames < 2:
+                longest = max(seconds, default=0.0)
+                out.append(
+                    f"{e.name}: the {side} set gives {frames} frame(s) from {len(seconds)} clip(s) of at most "
+                    f"{longest:g} s ({e.policy}); FAD needs at least 2: {fix}, or leave {e.name} out of `embeddings` "
+                    f"(e.g. embeddings=[{','.join(x.name for x in embedders if x is not e) or 'clap'}])"
+                )
+    return out
+
+
+def evaluate(
+    config: EvalConfig,
+    sets: dict[str, AudioSet],
+    reference: AudioSet,
+    *,
+    codec: CodecSource | None = None,
+    embedders: list[Any] | None = None,
+) -> tuple[dict[str, Any], list[SetScores]]:
+    """Score each set against the reference; returns the metrics.json dict and the per-set scores.
+
+    `codec` is the generator's own audio codec for the reconstruction floor (run mode); without it
+    the floor uses `config.encodec_model`. `embedders` are the configured embedders when already
+    loaded (by `load_embedders`).
+    """
+    from tunekit.models.embedders import ClapEmbedder
+    from tunekit.paths import cache_dir
+
+    def build(name: str) -> Any:
+        return load_embedders(config, [name])[0]
+
+    if embedders is None:
+        embedders = load_embedders(config)
+    want_clap = config.clap_score and (reference.prompts() or any(s.prompts() for s in sets.values()))
+    clap = next((e for e in embedders if isinstance(e, ClapEmbedder)), None)
+    if want_clap and clap is None:
+        clap = build("clap")
+    all_embedders = embedders + ([clap] if clap is not None and clap not in embedders else [])
+    cache_root = cache_dir() if config.cache else None
+    settings = fad_settings(config)
+
+    ref_stats, cached = set_statistics(all_embedders, reference, batch_size=config.batch_size, cache_root=cache_root)
+    if cached:
+        log(f"reference statistics from the cache for {', '.join(cached)}")
+    scores = [
+        score_set(
+            name,
+            audio_set,
+            all_embedders,
+            list(config.embeddings),
+            ref_stats,
+            batch_size=config.batch_size,
+            fad_settings=settings,
+            n_outliers=config.outliers,
+            clap_embedder=clap if want_clap else None,
+        )
+        for name, audio_set in sets.items()
+    ]
+
+    ref_metrics: dict[str, Any] = {
+        "source": str(reference.root),
+        "kind": reference.kind,
+        "splits": list(reference.splits),
+        "n_clips": len(reference.items),
+        "content_hash": reference.content_hash(),
+        "cached": cached,
+    }
+    for e in embedders:
+        ref_metrics[e.name] = {"n": ref_stats[e.name].n, "dim": ref_stats[e.name].dim, "reconstruction": None}
+    ref_prompts = reference.prompts()
+    ref_score = None
+    if want_clap and clap is not None and ref_prompts:
+        ref_score = prompt_score(ref_stats[clap.name].clip_vectors(), ref_prompts, clap)
+    ref_metrics.update(clap_fields(ref_score))
+
+    if config.reconstruction_floor and embedders:
+        if codec is None:
+            codec = encodec_source(config, embedders)
+        floor = reconstruction_floor(config, embedders, reference, ref_stats, cache_root, settings, codec)
+        for name, entry in floor.items():
+            ref_metrics[name]["reconstruction"] = entry
+
+    metrics: dict[str, Any] = {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions(),
+        "seed": config.seed,
+        "embeddings": {e.name: e.describe() for e in all_embedders},
+        "fad_inf_settings": {"steps": settings.steps, "min_n": settings.min_n, "draws": settings.draws,
+                             "replace": False, "enabled": settings.enabled},
+        "models": {"clap": config.clap_model, "encodec": config.encodec_model, "vggish": config.vggish_model,
+                   "tiny": bool(config.models.tiny)},
+        "reference": ref_metrics,
+    }
+    for s in scores:
+        metrics[s.name] = s.metrics
+    if ref_score is not None:
+        ref_metrics["clap_score_unmatched"] = len(ref_score.unmatched)
+    return metrics, scores
+
+
+def reconstruction_floor(
+    config: EvalConfig,
+    embedders: list[Any],
+    reference: AudioSet,
+    ref_stats: dict[str, Any],
+    cache_root: Any,
+    settings: FadSettings,
+    codec: CodecSource,
+) -> dict[str, dict[str, Any]]:
+    """FAD of the reference after encode → decode through the codec, per embedding."""
+    from tunekit.eval.reconstruction import bandwidth_for, reconstruct
+    from tunekit.models.device import resolve_device
+
+    device = resolve_device(config.device)
+    variant = f"reconstruction:{codec.id}:{codec.codebooks}:{'stereo' if codec.stereo else 'mono'}"
+    state: dict[str, Any] = {}
+
+    def transform(audio: Any, rate: int) -> tuple[Any, int]:
+        if "codec" not in state:
+            state["codec"] = codec.load()
+            state["bandwidth"] = bandwidth_for(state["codec"], codec.codebooks)
+        return reconstruct(audio, rate, state["codec"], bandwidth=state["bandwidth"], stereo=codec.stereo, device=device)
+
+    recon, _ = set_statistics(embedders, reference, batch_size=config.batch_size, cache_root=cache_root,
+                              variant=variant, transform=transform, keep_frames=True)
+    floor = floor_metrics(recon, ref_stats, settings, [e.name for e in embedders])
+    for entry in floor.values():
+        entry["codec"] = codec.id
+        entry["codebooks"] = codec.codebooks
+    return floor
