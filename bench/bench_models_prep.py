@@ -26,14 +26,6 @@ import numpy as np
 RATE = 44100
 SOURCES = ["drums", "bass", "other", "vocals"]
 
-# facebook/encodec_32khz config.json (MusicGen's audio tokenizer).
-ENCODEC_32KHZ = dict(
-    sampling_rate=32000, audio_channels=1, target_bandwidths=[2.2], upsampling_ratios=[8, 5, 4, 4],
-    codebook_size=2048, codebook_dim=128, hidden_size=128, num_filters=64, num_lstm_layers=2,
-    num_residual_layers=1, kernel_size=7, last_kernel_size=7, residual_kernel_size=3, dilation_growth_rate=2,
-    compress=2, normalize=False, chunk_length_s=None, overlap=None, use_causal_conv=False,
-    use_conv_shortcut=False, pad_mode="reflect", norm_type="weight_norm", trim_right_ratio=1.0,
-)
 
 
 def music(seconds: float, seed: int = 0) -> np.ndarray:
@@ -82,6 +74,8 @@ def bench_demucs(seconds: float, device: str, batch_segments: int) -> dict[str, 
 def bench_encodec(windows: int, device: str, batch_size: int) -> dict[str, object]:
     import torch
     from transformers import EncodecConfig, EncodecFeatureExtractor, EncodecModel
+
+    from tunekit.models.encodec import ENCODEC_32KHZ
 
     from tunekit.prep.tokens import TokensConfig, encode_windows
 

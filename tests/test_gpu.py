@@ -23,13 +23,6 @@ pytestmark = [
 ]
 
 RATE = 44100
-ENCODEC_32KHZ = dict(  # facebook/encodec_32khz config.json
-    sampling_rate=32000, audio_channels=1, target_bandwidths=[2.2], upsampling_ratios=[8, 5, 4, 4],
-    codebook_size=2048, codebook_dim=128, hidden_size=128, num_filters=64, num_lstm_layers=2,
-    num_residual_layers=1, kernel_size=7, last_kernel_size=7, residual_kernel_size=3, dilation_growth_rate=2,
-    compress=2, normalize=False, chunk_length_s=None, overlap=None, use_causal_conv=False,
-    use_conv_shortcut=False, pad_mode="reflect", norm_type="weight_norm", trim_right_ratio=1.0,
-)
 
 
 def _music(seconds: float, seed: int = 0) -> np.ndarray:
@@ -134,6 +127,8 @@ def test_demucs_separates_30_s_on_the_gpu_as_on_the_cpu():
 
 def test_encodec_tokens_of_30_s_windows_on_the_gpu_match_the_cpu():
     from transformers import EncodecConfig, EncodecFeatureExtractor, EncodecModel
+
+    from tunekit.models.encodec import ENCODEC_32KHZ
 
     from tunekit.prep.tokens import TokensConfig, encode_windows
 

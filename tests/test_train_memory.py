@@ -17,10 +17,10 @@ from tunekit.train.lm import MusicgenLM
 from tunekit.train.lora import apply_lora, unfreeze_decoder
 from tunekit.train.loss import build_delayed, codebook_delays, masked_ce_sum
 from tunekit.train.metrics import host_rss_gib, process_rss_peak_gib, reset_step_rss
-from tunekit.train.preflight import estimate_memory, lora_dropout_inputs
+from tunekit.train.preflight import ModelShape, estimate_memory, lora_dropout_inputs
 
 
-def _saved_bytes(layers: int, method: str, dropout: float, mixed: bool) -> tuple[int, object]:
+def _saved_bytes(layers: int, method: str, dropout: float, mixed: bool) -> tuple[int, ModelShape]:
     """Bytes autograd saves for backward in one forward + loss of a MusicGen decoder 256 wide with `layers`
     layers (batch 2 x 100 frames), excluding the parameters themselves; and the model's shape."""
     from transformers import MusicgenConfig, MusicgenForConditionalGeneration
@@ -64,7 +64,7 @@ def test_estimate_matches_what_each_decoder_layer_saves_for_backward(method, dro
     # copies and fp32 norms: an estimate without them is 30-50 % low on these rows.
     (one, shape1), (three, shape3) = (_saved_bytes(n, method, dropout, mixed) for n in (1, 3))
 
-    def estimate(shape) -> float:
+    def estimate(shape: ModelShape) -> float:
         mem = estimate_memory(
             shape, params_on_device=0, trainable=0, batch=2, seq=100 + shape.max_delay, text_len=8, mixed=mixed,
             checkpointing=False, ema=False, ffn_trained=True,

@@ -18,6 +18,17 @@ ENCODEC_DEFAULT = DEFAULTS["encodec"]
 TINY_ENCODEC_SEED = 1000
 
 
+# facebook/encodec_32khz's config.json (MusicGen's audio tokenizer): real-size random models for benchmarks and
+# GPU tests are built from it without a download.
+ENCODEC_32KHZ = dict(
+    sampling_rate=32000, audio_channels=1, target_bandwidths=[2.2], upsampling_ratios=[8, 5, 4, 4],
+    codebook_size=2048, codebook_dim=128, hidden_size=128, num_filters=64, num_lstm_layers=2,
+    num_residual_layers=1, kernel_size=7, last_kernel_size=7, residual_kernel_size=3, dilation_growth_rate=2,
+    compress=2, normalize=False, chunk_length_s=None, overlap=None, use_causal_conv=False,
+    use_conv_shortcut=False, pad_mode="reflect", norm_type="weight_norm", trim_right_ratio=1.0,
+)
+
+
 def load_encodec(
     name_or_path: str,
     *,

@@ -50,11 +50,11 @@ def reset_step_rss() -> None:
 
 
 def process_rss_peak_gib() -> float:
-    """Peak resident memory of this process (GiB) since it started, across `reset_step_rss` windows."""
-    import resource
+    """Peak resident memory of this process (GiB) since it started, across `reset_step_rss` windows.
 
-    ru_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return max(_rss_peak_before_reset, host_rss_gib()[1], ru_max)
+    Not getrusage's ru_maxrss: after fork + exec that also counts the parent's memory at the fork.
+    """
+    return max(_rss_peak_before_reset, host_rss_gib()[1])
 
 
 def peak_memory(device: Any) -> dict[str, float]:
