@@ -60,8 +60,8 @@ def make_dataset(
 
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
-    fingerprint = "tinyencodec0123456789"
-    token_dir = root / "tokens" / fingerprint[:12]
+    codec_digest = "tinyencodec0123456789"
+    token_dir = root / "tokens" / codec_digest[:12]
     token_dir.mkdir(parents=True, exist_ok=True)
     (root / "audio").mkdir(exist_ok=True)
     wrows: list[dict[str, Any]] = []
@@ -97,9 +97,9 @@ def make_dataset(
             }
             if with_tokens:
                 row.update({
-                    "tokens_path": f"tokens/{fingerprint[:12]}/{tid}.npy",
+                    "tokens_path": f"tokens/{codec_digest[:12]}/{tid}.npy",
                     "tokens_offset": sum(len(s) for s in stored[:-1]),
-                    "tokens_frames": n, "tokens_codec": "facebook/encodec_32khz", "tokens_codec_hash": fingerprint,
+                    "tokens_frames": n, "tokens_codec": "facebook/encodec_32khz", "tokens_codec_hash": codec_digest,
                     "tokens_frame_rate": FRAME_RATE, "tokens_streams": n_streams,
                 })
             wrows.append(row)

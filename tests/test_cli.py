@@ -122,7 +122,7 @@ def test_ls_lists_sections(capsys):
 
 def test_ls_unknown_section():
     res = run_cli("ls", "nope")
-    assert res.returncode == 2 and "available: recipes, pipelines, models" in res.stderr
+    assert res.returncode == 2 and "available: families, recipes, pipelines, models" in res.stderr
 
 
 def test_folders_in_working_directory_do_not_shadow_keys(tmp_path):

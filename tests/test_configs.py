@@ -22,7 +22,7 @@ def _schema(verb):
     return getattr(importlib.import_module(module), attr)
 
 
-def _combinations(config: str) -> list[list[str]]:
+def _combinations(config: str, schema: type) -> list[list[str]]:
     """Override lists choosing an option in every group reachable from `config`, in every combination
     (choosing an option can bring in further groups, which are then combined too), plus the defaults."""
     import itertools
@@ -32,7 +32,7 @@ def _combinations(config: str) -> list[list[str]]:
     while todo:
         overrides = todo.pop()
         chosen = {o.split("=")[0] for o in overrides}
-        groups = [g for g in group_choices(config, overrides) if g not in chosen]
+        groups = [g for g in group_choices(config, schema, overrides) if g not in chosen]
         if not groups:
             continue
         for options in itertools.product(*[[f"{g}={o}" for o in group_options(g)] for g in groups]):
@@ -48,7 +48,7 @@ def _required(verb) -> list[str]:
 
     from tunekit.config.compose import compose_raw
 
-    cfg = OmegaConf.merge(OmegaConf.structured(_schema(verb)), compose_raw(verb.config))
+    cfg = compose_raw(verb.config, _schema(verb))
     return [f"{k}=placeholder" for k in OmegaConf.missing_keys(cfg)]
 
 
@@ -69,7 +69,7 @@ def valid_inputs(verb, tmp: Path) -> list[str]:
 
     from tunekit.config.compose import compose_raw
 
-    cfg = OmegaConf.merge(OmegaConf.structured(_schema(verb)), compose_raw(verb.config))
+    cfg = compose_raw(verb.config, _schema(verb))
     given = {item.partition("=")[0]: item.partition("=")[2] for item in USER_INPUTS.get(verb.name, [])}
     for key in sorted(OmegaConf.missing_keys(cfg)):
         given.setdefault(key, f"{{tmp}}/{key.replace('.', '_')}")
@@ -105,7 +105,7 @@ def test_every_group_option_composes_and_validates(name, tmp_path):
     validation a run does: any problem at all is a failure."""
     verb = VERBS[name]
     inputs = valid_inputs(verb, tmp_path)
-    combos = _combinations(verb.config)
+    combos = _combinations(verb.config, _schema(verb))
     assert combos, name
     failing = {" ".join(o) or "(defaults)": p for o in combos if (p := config_problems(verb, [*inputs, *o]))}
     assert not failing, failing
@@ -139,6 +139,43 @@ def test_every_primary_config_belongs_to_a_verb():
     assert primaries <= {v.config for v in VERBS.values()}, primaries
 
 
+@pytest.mark.parametrize("name", sorted(VERBS))
+def test_primary_configs_hold_no_defaults_of_their_own(name):
+    """One source of truth per default: the schema (stored in Hydra's ConfigStore and first in the defaults
+    list) holds every default; configs/<verb>.yaml only chooses groups. A value written there as well would be
+    a second copy that drifts."""
+    from omegaconf import OmegaConf
+
+    from tunekit.config.compose import schema_name
+
+    verb = VERBS[name]
+    raw = OmegaConf.to_container(OmegaConf.load(resource_dir("configs") / f"{verb.config}.yaml"))
+    values = sorted(k for k in raw if k != "defaults")
+    assert not values, f"configs/{verb.config}.yaml sets {values}: give them a default in {verb.schema} instead"
+    assert raw["defaults"][:2] == [schema_name(verb.config), "_self_"], raw["defaults"]
+
+
+def test_the_schema_is_what_a_key_falls_back_to(tmp_path):
+    """A default changed in the schema is what a run gets: nothing in the YAML shadows it."""
+    from tunekit.train.config import TrainConfig, TrainerConfig
+
+    overrides = [f"out={tmp_path}/run", f"data.path={tmp_path}"]
+    assert load_config("train", overrides, _schema_with_another_default()).trainer.grad_clip == 0.25
+    assert load_config("train", overrides, TrainConfig).trainer.grad_clip == TrainerConfig().grad_clip != 0.25
+
+
+def _schema_with_another_default():
+    """TrainConfig with trainer.grad_clip defaulting to 0.25 (module-level classes: the hints must resolve)."""
+    import dataclasses
+
+    from tunekit.train.config import TrainConfig, TrainerConfig
+
+    trainer = dataclasses.make_dataclass("TrainerClip", [("grad_clip", float, 0.25)], bases=(TrainerConfig,))
+    return dataclasses.make_dataclass(
+        "TrainClip", [("trainer", trainer, dataclasses.field(default_factory=trainer))], bases=(TrainConfig,)
+    )
+
+
 def _yaml_files(kind: str) -> list[Path]:
     return sorted(resource_dir(kind).glob("*.yaml"))
 
@@ -154,7 +191,7 @@ def test_overlays_start_with_global_package_and_a_description(kind):
 
 
 def test_unknown_group_option_lists_choices():
-    pairs = [(v, g) for v in VERBS.values() for g in group_choices(v.config, _required(v))]
+    pairs = [(v, g) for v in VERBS.values() for g in group_choices(v.config, _schema(v), _required(v))]
     assert pairs, "no verb uses a config group"
     verb, group = pairs[0]
     with pytest.raises(ConfigError) as err:

@@ -385,3 +385,12 @@ def test_config_requires_exactly_one_mode():
         load_config("eval", ["run=r", "embeddings=[clap,mfcc]"], EvalConfig)
     cfg = load_config("eval", ["generated=g", "reference=r", "out=o", "logger=none", "models=tiny"], EvalConfig)
     assert cfg.models.tiny is True and cfg.logger._target_.endswith("NoLogger")
+
+
+def test_every_embedding_choice_has_a_builder():
+    """The names `embeddings=` accepts (checked before work) are exactly the builders eval has."""
+    from tunekit.eval.config import EMBEDDING_NAMES, EvalConfig
+    from tunekit.eval.embeddings import EMBEDDERS
+
+    assert list(EMBEDDERS) == list(EMBEDDING_NAMES)
+    assert all(hasattr(EvalConfig, key) for _, key in EMBEDDERS.values())

@@ -113,7 +113,7 @@ def test_crossfade_join_is_seamless_for_matching_overlaps():
 
 def test_generate_config_problems_name_the_key(tmp_path):
     with pytest.raises(ConfigErrors, match="run/model"):
-        generate_cfg("run=a", "model=b", "prompt=x")
+        generate_cfg("run=a", "model.name=b", "prompt=x")
     with pytest.raises(ConfigErrors, match="prompt: missing"):
         generate_cfg()
     with pytest.raises(ConfigErrors, match="duration"):
@@ -121,6 +121,21 @@ def test_generate_config_problems_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="not a tunekit run folder") as err:
         run_generate(generate_cfg(f"run={tmp_path}", "prompt=x"))
     assert err.value.key == "run"
+
+
+def test_model_is_a_family_or_a_checkpoint_on_the_command_line():
+    """`model=` selects a family (a config group) or, for any other value, sets model.name: the shorthand
+    users of `generate model=facebook/musicgen-small` and `train model=…` type."""
+    from tunekit.cli.main import VERBS, _expand
+
+    for verb in (VERBS["generate"], VERBS["train"]):
+        assert _expand(verb, ["model=musicgen"]) == ["model=musicgen"]
+        assert _expand(verb, ["model=facebook/musicgen-medium"]) == ["model.name=facebook/musicgen-medium"]
+    with pytest.raises(ConfigError, match="htdemucs is a demucs model, not a generator") as err:
+        _expand(VERBS["generate"], ["model=htdemucs"])
+    assert err.value.key == "model"
+    cfg = generate_cfg("prompt=x", *_expand(VERBS["generate"], ["model=facebook/musicgen-stereo-small"]))
+    assert (cfg.model.family, cfg.model.name) == ("musicgen", "facebook/musicgen-stereo-small")
 
 
 @pytest.mark.integration

@@ -31,7 +31,7 @@ LAYERS: dict[str, int] = {
     "tunekit.atomic": BASE,
     "tunekit.errors": BASE,
     "tunekit.paths": BASE,
-    "tunekit.hashing": BASE,
+    "tunekit.file_digest": BASE,
     "tunekit.config": BASE,
     # library: audio, models, data formats, corpora, experiment loggers
     "tunekit.audio": LIBRARY,
@@ -48,6 +48,7 @@ LAYERS: dict[str, int] = {
     "tunekit.cli": VERB,
     "tunekit.__main__": VERB,
     "tunekit.generate": VERB,
+    "tunekit.families": VERB,  # the family registry the verbs consult (its parts are named, imported on use)
     "tunekit.corpus.synth": VERB,
     "tunekit.corpus.convert": VERB,
     "tunekit.prep.run": VERB,

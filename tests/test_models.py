@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from tunekit.errors import ConfigError  # noqa: E402
 from tunekit.models import registry, tiny  # noqa: E402
 from tunekit.models.config import ModelsConfig  # noqa: E402
-from tunekit.models.hashing import model_fingerprint  # noqa: E402
+from tunekit.models.digest import model_digest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,7 @@ def test_registry_is_consistent_with_the_tiny_builders() -> None:
     assert len(ids) == len(set(i.lower() for i in ids)), "duplicate ids"
     for family, default in registry.DEFAULTS.items():
         spec = registry.find_spec(default)
-        assert spec is not None and spec.family.startswith(family), default
+        assert spec is not None and spec.loader.startswith(family), default
     for spec in registry.MODELS:
         assert spec.tiny_name in tiny.TINY_NAMES, spec
         assert spec.role in {"generator", "codec", "separator", "embedding"} and spec.description
@@ -130,7 +130,7 @@ def test_models_config_files_match_the_schema() -> None:
 def test_loader_modules_import_nothing_heavy() -> None:
     code = (
         "import sys; import tunekit.models.registry, tunekit.models.musicgen, tunekit.models.encodec, "
-        "tunekit.models.demucs, tunekit.models.clap, tunekit.models.hashing, tunekit.models.tiny; "
+        "tunekit.models.demucs, tunekit.models.clap, tunekit.models.digest, tunekit.models.tiny; "
         "heavy = [m for m in ('torch', 'transformers', 'demucs', 'huggingface_hub') if m in sys.modules]; "
         "print(heavy); sys.exit(1 if heavy else 0)"
     )
@@ -399,7 +399,7 @@ def test_tiny_clap_embeds_audio_and_text() -> None:
     assert_close(text_emb.norm(dim=-1), torch.ones(2), atol=tol, what="text embedding norms")
 
 
-# --- determinism, caching, concurrency, fingerprints ----------------------------------------------
+# --- determinism, caching, concurrency, digests ---------------------------------------------------
 
 
 def test_tiny_builds_are_deterministic_and_leave_the_caller_rng_alone(tmp_path: Path) -> None:
@@ -411,7 +411,7 @@ def test_tiny_builds_are_deterministic_and_leave_the_caller_rng_alone(tmp_path: 
     for name in tiny.TINY_NAMES:
         first = registry.resolve(next(s.id for s in registry.MODELS if s.tiny_name == name), tiny=True)
         second = tiny.ensure_tiny(name, cache_dir=tmp_path)
-        assert model_fingerprint(first) == model_fingerprint(second), name
+        assert model_digest(first) == model_digest(second), name
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -483,20 +483,20 @@ def test_two_processes_building_at_once_build_once(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "tiny" / "clap").iterdir()) == ["config.json", tiny.MANIFEST]
 
 
-def test_model_fingerprint_tracks_content_not_location(tmp_path: Path) -> None:
+def test_model_digest_tracks_content_not_location(tmp_path: Path) -> None:
     source = Path(registry.resolve("facebook/encodec_32khz", tiny=True))
     copy = tmp_path / "copy"
     shutil.copytree(source, copy)
     (copy / "README.md").write_text("notes do not change the model\n")
-    assert model_fingerprint(copy) == model_fingerprint(source)
+    assert model_digest(copy) == model_digest(source)
     config = _json(copy / "config.json")
     config["num_filters"] = 8
     (copy / "config.json").write_text(json.dumps(config))
-    assert model_fingerprint(copy) != model_fingerprint(source)
+    assert model_digest(copy) != model_digest(source)
 
-    # A Hugging Face cache snapshot links to blobs named by their sha256: same fingerprint as a plain copy.
+    # A Hugging Face cache snapshot links to blobs named by their sha256: same digest as a plain copy.
     snapshot = _fake_hub_cache(tmp_path / "hub", "facebook/encodec_32khz", sorted(source.iterdir()))
-    assert model_fingerprint(snapshot) == model_fingerprint(source)
+    assert model_digest(snapshot) == model_digest(source)
 
 
 # --- real ids offline ------------------------------------------------------------------------------
@@ -510,7 +510,7 @@ def test_model_fingerprint_tracks_content_not_location(tmp_path: Path) -> None:
         ("tunekit.models.encodec:load_encodec", "facebook/encodec_32khz", "facebook/encodec_32khz"),
         ("tunekit.models.clap:load_clap", "laion/larger_clap_music", "laion/larger_clap_music"),
         ("tunekit.models.demucs:load_demucs", "htdemucs", "adefossez/HTDemucs"),
-        ("tunekit.models.hashing:model_fingerprint", "facebook/musicgen-small", "facebook/musicgen-small"),
+        ("tunekit.models.digest:model_digest", "facebook/musicgen-small", "facebook/musicgen-small"),
     ],
 )
 def test_real_id_offline_gives_a_clear_error(loader: str, model_id: str, repo: str) -> None:
@@ -570,11 +570,11 @@ def test_real_ids_load_from_the_hugging_face_cache(monkeypatch: pytest.MonkeyPat
     plain.mkdir()
     for f in demucs_files:
         shutil.copy(f, plain / f.name)
-    assert model_fingerprint("htdemucs") == model_fingerprint(plain)
+    assert model_digest("htdemucs") == model_digest(plain)
     codec_plain = tmp_path / "codec"
     shutil.copytree(codec_dir, codec_plain)
     (codec_plain / tiny.MANIFEST).unlink()
-    assert model_fingerprint("facebook/encodec_32khz") == model_fingerprint(codec_plain)
+    assert model_digest("facebook/encodec_32khz") == model_digest(codec_plain)
 
 
 def test_musicgen_special_token_false_alarm_is_dropped_and_real_problems_still_warn() -> None:

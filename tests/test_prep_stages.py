@@ -304,7 +304,7 @@ def test_limit_policy_reaches_target_under_the_ceiling(tmp_path):
     """A peaky track: capping leaves it quiet; the limiter reaches the target. ffmpeg checks both."""
     from tunekit.audio.loudness import reference_meter_ffmpeg
     from tunekit.prep.config import LoudnessConfig
-    from tunekit.prep.loudness import normalize_track
+    from tunekit.prep.normalize import normalize_track
     from tunekit.prep.rows import StageContext, TrackRow
 
     rate = 44100

@@ -1,5 +1,5 @@
 """Unit tests of the prep building blocks: config checks, registry order, windows, splits, the
-streaming loudness meter, fingerprints, downmix, cache invalidation, licence policies, executors."""
+streaming loudness meter, audio fingerprints, downmix, cache invalidation, licence policies, executors."""
 
 from __future__ import annotations
 
@@ -72,35 +72,17 @@ def test_prep_yaml_and_musicgen_pipeline_compose_with_overrides():
     assert cfg.decode.sample_rate == 44100 and cfg.decode.channels == 2
 
 
-def test_shipped_prep_yaml_states_the_schema_defaults():
-    """configs/prep.yaml + pipelines/musicgen.yaml document the defaults; they must not drift from the schema."""
+def test_default_pipeline_is_the_schema_defaults():
+    """`tunekit prep` without pipeline= composes pipelines/musicgen.yaml over the schema: the default pipeline
+    must be exactly the schema's defaults, or the schema would document values no default run uses."""
     from omegaconf import OmegaConf
 
     from tunekit.config.compose import load_config
 
     composed = OmegaConf.to_container(load_config("prep", [], PrepConfig, allow_missing=True), resolve=True)
     defaults = OmegaConf.to_container(OmegaConf.structured(PrepConfig()), resolve=True)
-    for key in (
-        "ingest",
-        "decode",
-        "quality",
-        "loudness",
-        "window",
-        "split",
-        "stages",
-        "workers",
-        "license_policy",
-        "allow_unknown_license",
-        "license_prefer",
-        "max_failed_fraction",
-        "quiet",
-        "overwrite",
-        "cache_dir",
-        "corpus",
-        "out",
-        "pipeline_name",
-    ):
-        assert composed[key] == defaults[key], key
+    differ = {k: (composed[k], defaults[k]) for k in defaults if composed[k] != defaults[k]}
+    assert not differ, f"pipelines/musicgen.yaml differs from tunekit.prep.config.PrepConfig: {differ}"
 
 
 def test_shipped_stage_lists_are_the_registry_order(repo_root):
@@ -110,9 +92,8 @@ def test_shipped_stage_lists_are_the_registry_order(repo_root):
     from tunekit.prep.config import DEFAULT_STAGES
 
     assert DEFAULT_STAGES == list(ORDER)
-    for name in ("configs/prep.yaml", "pipelines/musicgen.yaml"):
-        stages = list(OmegaConf.load(repo_root / name).stages)
-        assert stages == list(ORDER), f"{name}: stages {stages} differ from tunekit.prep.registry.ORDER {list(ORDER)}"
+    stages = list(OmegaConf.load(repo_root / "pipelines/musicgen.yaml").stages)
+    assert stages == list(ORDER), f"pipelines/musicgen.yaml: stages {stages} differ from the registry's {list(ORDER)}"
 
 
 # -- windows ----------------------------------------------------------------------------------------
@@ -197,7 +178,7 @@ def test_a_split_with_zero_fraction_stays_empty_and_two_tracks_get_no_guarantee(
 
 def test_streaming_meter_matches_whole_array_measures():
     from tunekit.audio.loudness import integrated_lufs, true_peak_dbtp
-    from tunekit.prep.loudness import StreamingMeter
+    from tunekit.prep.normalize import StreamingMeter
 
     rng = np.random.default_rng(3)
     rate = 44100
@@ -213,7 +194,7 @@ def test_streaming_meter_matches_whole_array_measures():
 
 
 def test_streaming_meter_reference_signal():
-    from tunekit.prep.loudness import StreamingMeter
+    from tunekit.prep.normalize import StreamingMeter
 
     # EBU Tech 3341: stereo 1 kHz sine at -23 dBFS peak per channel -> -23.0 LUFS.
     rate = 48000
@@ -226,13 +207,13 @@ def test_streaming_meter_reference_signal():
     assert meter.true_peak_dbtp() == pytest.approx(-23.0, abs=0.2)
 
 
-# -- fingerprints and downmix -----------------------------------------------------------------------
+# -- audio fingerprints and downmix -----------------------------------------------------------------
 
 
-def test_fingerprint_matches_reencodings_and_separates_tracks(tmp_path):
+def test_audio_fingerprint_matches_reencodings_and_separates_tracks(tmp_path):
     import soundfile as sf
 
-    from tunekit.prep.fingerprint import bit_error_rate, compute
+    from tunekit.prep.audio_fingerprint import bit_error_rate, compute
 
     a = music(20, 44100, seed=10)
     write(tmp_path / "a.mp3", a, 44100, format="MP3", bitrate_mode="CONSTANT", compression_level=0.3)
@@ -246,7 +227,7 @@ def test_fingerprint_matches_reencodings_and_separates_tracks(tmp_path):
     assert bit_error_rate(fa, compute(music(20, 44100, seed=11), 44100)) > 0.35  # another track
     silence = np.zeros((2, 20 * 44100), np.float32)
     assert bit_error_rate(compute(silence, 44100), compute(silence, 44100)) == 1.0  # silence never matches
-    from tunekit.prep.fingerprint import candidate_pairs
+    from tunekit.prep.audio_fingerprint import candidate_pairs
 
     others = [compute(music(20, 44100, seed=s), 44100) for s in range(12, 18)]
     prints = [fa, compute(mp3.T, rate), None, compute(soxr.resample(a.T, 44100, 32000).T, 32000), *others]

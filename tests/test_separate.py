@@ -215,11 +215,11 @@ def test_stage_resamples_other_working_rates(stage_model, tmp_path: Path) -> Non
     np.testing.assert_allclose(inst[2000:-2000], ref_inst[2000:-2000], atol=1e-4)
 
 
-def test_model_fingerprint_follows_the_model_files(tmp_path: Path) -> None:
+def test_model_digest_follows_the_model_files(tmp_path: Path) -> None:
     from tunekit.models.config import ModelsConfig
 
     tiny = ModelsConfig(tiny=True)
-    a = sep.separate_model_fingerprint(SeparateConfig(), tiny)
-    assert a and a == sep.separate_model_fingerprint({"model": "htdemucs", "enabled": True}, tiny)
-    assert sep.separate_model_fingerprint(SeparateConfig(model="htdemucs_6s"), tiny) != a
-    assert sep.separate_model_fingerprint(SeparateConfig(enabled=False), tiny) == ""
+    a = sep.separate_model_digest(SeparateConfig(), tiny)
+    assert a and a == sep.separate_model_digest({"model": "htdemucs", "enabled": True}, tiny)
+    assert sep.separate_model_digest(SeparateConfig(model="htdemucs_6s"), tiny) != a
+    assert sep.separate_model_digest(SeparateConfig(enabled=False), tiny) == ""

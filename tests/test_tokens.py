@@ -212,19 +212,19 @@ def test_prep_stage_writes_one_file_per_track(codec, tmp_path: Path, monkeypatch
     ]
     track = TrackRow(track_id="trk_0123456789ab", source_path="a.wav", windows=windows)
     cfg = TokensConfig(device="cpu", batch_size=4)
-    fingerprint = tok.tokens_model_fingerprint(cfg, models)
+    digest = tok.tokens_model_digest(cfg, models)
     ctx = StageContext(corpus_dir=str(tmp_path), out_dir=str(out), cache_dir=str(tmp_path / "cache"),
-                       stage="tokens", models=models, model_fingerprint=fingerprint)
+                       stage="tokens", models=models, model_digest=digest)
 
     mapped = tok.tokenize_window(windows[:2], cfg, ctx) + [tok.tokenize_window(windows[2], cfg, ctx)]
     assert all(Path(w.extra[tok.WINDOW_TOKENS_KEY]).is_file() for w in mapped)
     (done,) = tok.write_tokens([TrackRow(**{**track.__dict__, "windows": mapped})], cfg, ctx)
     extras = [w.extra for w in done.windows]
     assert all(tok.WINDOW_TOKENS_KEY not in e for e in extras)
-    assert {e["tokens_path"] for e in extras} == {f"tokens/{fingerprint[:12]}/trk_0123456789ab.npy"}
+    assert {e["tokens_path"] for e in extras} == {f"tokens/{digest[:12]}/trk_0123456789ab.npy"}
     assert [e["tokens_offset"] for e in extras] == [0, 300, 600]
     assert [e["tokens_frames"] for e in extras] == [300, 300, 86]
-    assert {e["tokens_codec_hash"] for e in extras} == {fingerprint}
+    assert {e["tokens_codec_hash"] for e in extras} == {digest}
 
     # The stored tokens are those of the stored (24-bit FLAC) audio of each window.
     flac, _ = sf.read(out / "audio" / "trk_0123456789ab.flac", dtype="float32", always_2d=True)
@@ -238,4 +238,4 @@ def test_prep_stage_writes_one_file_per_track(codec, tmp_path: Path, monkeypatch
     before = path.stat().st_mtime_ns
     tok.write_tokens([TrackRow(**{**track.__dict__, "windows": mapped})], cfg, ctx)
     assert path.stat().st_mtime_ns == before
-    assert tok.tokens_model_fingerprint(TokensConfig(enabled=False), models) == ""
+    assert tok.tokens_model_digest(TokensConfig(enabled=False), models) == ""

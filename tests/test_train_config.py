@@ -47,7 +47,10 @@ def test_every_logger_and_models_option_composes():
 def test_defaults_are_the_documented_small_data_defaults():
     cfg = load_config("train", REQUIRED, TrainConfig)
     t = cfg.trainer
-    assert cfg.model.name == "facebook/musicgen-small" and cfg.method.name == "lora"
+    # model.name=null is filled with the family's default checkpoint when the config is loaded.
+    assert (cfg.model.family, cfg.model.name, cfg.method.name) == ("musicgen", "facebook/musicgen-small", "lora")
+    assert load_config("train", [*REQUIRED, "model.name=facebook/musicgen-medium"], TrainConfig).model.name == \
+        "facebook/musicgen-medium"
     assert (list(t.betas), t.weight_decay, t.grad_clip) == ([0.9, 0.95], 0.1, 1.0)
     assert (t.cond_dropout, t.schedule) == (0.3, "cosine")
     assert cfg.logger._target_.endswith("WandbLogger")

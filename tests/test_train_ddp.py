@@ -47,6 +47,7 @@ def test_step_one_gradient_is_the_one_process_gradient_of_the_whole_batch(runs, 
 
     # The tolerance catches the bug it is there for: each half of the batch normalised by its own token count
     # (per rank, or here per micro-batch of an accumulated step over the same halves) instead of by the total.
+    import tunekit.train.engine as engine
     import tunekit.train.musicgen as trainer
 
     real, counts = trainer.masked_ce_sum, []
@@ -56,7 +57,7 @@ def test_step_one_gradient_is_the_one_process_gradient_of_the_whole_batch(runs, 
         return real(logits, targets, mask) / mask.sum()
 
     monkeypatch.setattr(trainer, "masked_ce_sum", own_mean)
-    monkeypatch.setattr(trainer, "loss_scale", lambda total, world=1: 0.5)  # the two halves' means averaged
+    monkeypatch.setattr(engine, "loss_scale", lambda total, world=1: 0.5)  # the two halves' means averaged
     capture_first_step_gradients(tmp_path / "grads", 0, monkeypatch.setattr)
     cfg = train_cfg(runs["data"], tmp_path / "run", "trainer.batch_size=2", "trainer.grad_accum=2", *COMMON,
                     "trainer.max_steps=1")

@@ -6,7 +6,8 @@
 Sampling follows MusicGen's defaults: classifier-free guidance 3.0, top-k 250, temperature 1.0, one
 seed. Durations beyond one window (30 s) use windowed continuation: the last `context_seconds` of codes
 become the prompt of the next chunk, and the chunks are joined with a short cross-fade. The sampling
-itself lives in `tunekit.models.musicgen`; this module is the verb: its config, prompts and output files.
+itself is the model family's sampler (`tunekit.families`; MusicGen's in `tunekit.models.musicgen`); this
+module is the verb: its config, prompts and output files.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tunekit.errors import ConfigError
-from tunekit.models.config import ModelsConfig
+from tunekit.models.config import ModelChoice, ModelsConfig
 
 
 @dataclass
@@ -24,19 +25,19 @@ class GenerateConfig:
     """`tunekit generate`: sample audio from a trained run or a base MusicGen."""
 
     run: str | None = None  # run folder written by `tunekit train` (loads its adapter or full model)
-    model: str | None = None  # base MusicGen id or folder when run= is not given (default facebook/musicgen-small)
+    model: ModelChoice = field(default_factory=ModelChoice)  # base model when run= is not given (model=<checkpoint>)
     prompt: Any = None  # one prompt, or a list of prompts: prompt='[a, b]'
     prompts_file: str | None = None  # text file with one prompt per line (added to prompt=)
-    duration: float = 10.0  # seconds of audio per prompt
+    duration: float = 10.0  # seconds per prompt; beyond window_seconds the track is continued window by window
     out: str = "generated.wav"  # output WAV; with several prompts: <stem>_00.wav, <stem>_01.wav, … beside it
-    guidance_scale: float = 3.0  # classifier-free guidance scale (1: off)
+    guidance_scale: float = 3.0  # classifier-free guidance scale (1: off); MusicGen's defaults: 3.0, top-k 250
     top_k: int = 250  # top-k sampling (0: off)
     top_p: float = 0.0  # nucleus sampling (0: off)
     temperature: float = 1.0  # sampling temperature
     seed: int = 0  # sampling seed (the same seed and prompts give the same audio)
     batch_size: int = 4  # prompts generated together
     window_seconds: float = 30.0  # longest span generated in one pass (MusicGen's training window)
-    context_seconds: float = 10.0  # continuation: seconds of the previous chunk used as the next chunk's prompt
+    context_seconds: float = 10.0  # continuation: seconds of the previous chunk prompting the next (audiocraft's)
     crossfade_seconds: float = 0.25  # continuation: cross-fade between chunks
     melody: str | None = None  # melody models: audio file whose chroma conditions the melody
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | mps
@@ -46,8 +47,8 @@ class GenerateConfig:
     def problems(cls, cfg: Any) -> list[str]:
         """Invalid values, each naming its key."""
         p = []
-        if cfg.run is not None and cfg.model is not None:
-            p.append("run/model: give either run= (a trained run) or model= (a base model), not both")
+        if cfg.run is not None and cfg.model.name is not None:
+            p.append("run/model.name: give either run= (a trained run) or model= (a base model), not both")
         if cfg.prompt is None and not cfg.prompts_file:
             p.append("prompt: missing; set prompt='your text' (or prompt='[a, b]', or prompts_file=FILE)")
         if cfg.duration <= 0:
@@ -90,13 +91,13 @@ def _prompts(cfg: Any) -> list[str]:
 
 
 def run_generate(cfg: Any) -> int:
-    """Generate one WAV per prompt at the model's sample rate; prints where each went."""
+    """Generate one WAV per prompt at the model's sample rate with its family's sampler; prints where each went."""
     import numpy as np
     import torch
 
     from tunekit.audio.io import write_audio
+    from tunekit.families import family_of_model, family_of_run, get_family
     from tunekit.models.device import resolve_device
-    from tunekit.models.musicgen import generate_audio, is_melody, load_for_generation
 
     problems = GenerateConfig.problems(cfg)
     if problems:
@@ -105,31 +106,36 @@ def run_generate(cfg: Any) -> int:
         raise ConfigErrors(problems)
     prompts = _prompts(cfg)
     device = torch.device(resolve_device(cfg.device, key="device"))
-    model, processor, what = load_for_generation(
-        cfg.run, cfg.model, tiny=cfg.models.tiny, cache_dir=cfg.models.cache_dir, device=device
+    if cfg.run:
+        family, name = family_of_run(cfg.run), None
+    else:
+        family = get_family(cfg.model.family, key="model")
+        name = cfg.model.name or family.default_checkpoint()
+        if family_of_model(name, key="model.name").name != family.name:
+            raise ConfigError(f"model.name={name} is not a {family.name} checkpoint; give model=<checkpoint> alone "
+                              "and its family is chosen with it", key="model.name")
+    sampler = family.part("sampler").load(
+        cfg.run, name, tiny=cfg.models.tiny, cache_dir=cfg.models.cache_dir, device=device
     )
-    model.eval()
-    tokenizer = getattr(processor, "tokenizer", processor)
     chroma = None
     if cfg.melody:
-        if not is_melody(model):
-            raise ConfigError(f"melody= needs a melody model; {what} is text-only", key="melody")
+        if not sampler.takes_melody:
+            raise ConfigError(f"melody= needs a melody model; {sampler.description} is text-only", key="melody")
         chroma = _melody_chroma(cfg.melody)
     out = Path(cfg.out).expanduser()
     if out.suffix.lower() != ".wav":
         raise ConfigError(f"out={out} must end in .wav", key="out")
     paths = [out] if len(prompts) == 1 else [out.with_name(f"{out.stem}_{i:02d}.wav") for i in range(len(prompts))]
-    print(f"generate: {what} on {device}; {len(prompts)} prompt(s), {cfg.duration:g} s each, "
+    print(f"generate: {sampler.description} on {device}; {len(prompts)} prompt(s), {cfg.duration:g} s each, "
           f"guidance scale {cfg.guidance_scale:g}, top-k {cfg.top_k}, temperature {cfg.temperature:g}, seed {cfg.seed}")
     sampling = dict(guidance_scale=cfg.guidance_scale, top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature)
     written = []
     for first in range(0, len(prompts), cfg.batch_size):
         batch = prompts[first : first + cfg.batch_size]
         c = None if chroma is None else chroma.expand(len(batch), -1, -1)
-        audio, rate = generate_audio(
-            model, tokenizer, model.audio_encoder, batch, cfg.duration, window_seconds=cfg.window_seconds,
-            context_seconds=cfg.context_seconds, crossfade_seconds=cfg.crossfade_seconds,
-            seed=cfg.seed + first, chroma=c, **sampling,
+        audio, rate = sampler.generate(
+            batch, cfg.duration, seed=cfg.seed + first, window_seconds=cfg.window_seconds,
+            context_seconds=cfg.context_seconds, crossfade_seconds=cfg.crossfade_seconds, chroma=c, **sampling,
         )
         for i, a in enumerate(audio):
             path = paths[first + i]
@@ -139,7 +145,8 @@ def run_generate(cfg: Any) -> int:
             print(f"  {path}  ({a.shape[-1] / rate:.2f} s, {rate} Hz)  {batch[i]}")
     from tunekit.atomic import write_json
 
-    write_json(out.with_name(f"{out.stem}.json"), {"source": what, "seed": cfg.seed, "files": written, **sampling})
+    write_json(out.with_name(f"{out.stem}.json"),
+               {"source": sampler.description, "seed": cfg.seed, "files": written, **sampling})
     return 0
 
 

@@ -1,4 +1,4 @@
-"""`tunekit ls`: recipes, pipelines and models, one line each."""
+"""`tunekit ls`: model families with their variants, recipes, pipelines and models, one line each."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 from tunekit.errors import ConfigError
 from tunekit.paths import resource_dir, user_resource_dirs
 
-SECTIONS = ("recipes", "pipelines", "models")
+SECTIONS = ("families", "recipes", "pipelines", "models")
 
 
 def describe_yaml(path: Path) -> str:
@@ -44,14 +44,36 @@ def model_entries() -> list[tuple[str, str, str]]:
     return [(m.id, m.description, m.role) for m in MODELS]
 
 
+def family_lines() -> list[str]:
+    """Each model family: a summary line, then what it provides and its variants, indented."""
+    from tunekit.families import FAMILIES
+
+    lines: list[str] = []
+    for f in FAMILIES.values():
+        lines.append(f"  {f.name}  {f.summary}")
+        lines.append(f"    prep:     pipeline={f.pipeline} (its {f.prep_tail} stage writes the training inputs)")
+        lines.append(f"    train:    model={f.name} ({f.trainer.partition(':')[0]}); writes "
+                     + ", ".join(f.run_formats))
+        lines.append("    export:   format=" + " | ".join(f.dataset_exports))
+        lines.append("    tiny:     models=tiny builds " + ", ".join(f.tiny_models()))
+        lines.append("    variants: model.name=…")
+        width = max((len(v.id) for v in f.variants()), default=0)
+        for v in f.variants():
+            lines.append(f"      {v.id:<{width}}  {v.description}")
+    return lines
+
+
 def list_resources(section: str | None = None) -> str:
     """The text `tunekit ls [section]` prints."""
     if section is not None and section not in SECTIONS:
         raise ConfigError(f"unknown section '{section}'; available: {', '.join(SECTIONS)}")
     lines: list[str] = []
     for kind in SECTIONS if section is None else (section,):
-        entries = model_entries() if kind == "models" else yaml_entries(kind)
         lines.append(f"{kind}:")
+        if kind == "families":
+            lines += [*family_lines(), ""]
+            continue
+        entries = model_entries() if kind == "models" else yaml_entries(kind)
         if not entries:
             lines.append("  (none)")
         width = max((len(e[0]) for e in entries), default=0)

@@ -72,7 +72,7 @@ VERBS: dict[str, Verb] = {
             schema="tunekit.train.config:TrainConfig",
             runner="tunekit.train.run:run_train",
             example="tunekit train recipe=lofi data=out/lofi out=runs/lofi",
-            shorthands=(("data", "data.path"),),
+            shorthands=(("data", "data.path"), ("model", "model.name")),
         ),
         Verb(
             name="generate",
@@ -80,6 +80,7 @@ VERBS: dict[str, Verb] = {
             config="generate",
             schema="tunekit.generate:GenerateConfig",
             runner="tunekit.generate:run_generate",
+            shorthands=(("model", "model.name"),),
             example='tunekit generate run=runs/lofi prompt="a mellow lo-fi beat with warm piano" duration=20 out=x.wav',
         ),
         Verb(
@@ -102,7 +103,7 @@ VERBS: dict[str, Verb] = {
 }
 
 BUILTINS = {
-    "ls": "List recipes, pipelines and models with a one-line description each.",
+    "ls": "List model families (with their variants), recipes, pipelines and models, one line each.",
     "config": "Print the fully merged config of a verb without running it: tunekit config VERB [overrides].",
 }
 
@@ -142,7 +143,9 @@ def _verb_help(verb: Verb) -> str:
     lines = [f"usage: tunekit {verb.name} [key=value ...] [--cfg job]", "", verb.summary, ""]
     try:
         cfg = load_config(verb.config, [], _load(verb.schema), allow_missing=True, check=False)
-        lines.append(f"keys (defaults from configs/{verb.config}.yaml; ??? = required; null = not set):")
+        schema = verb.schema.replace(":", ".")
+        lines.append(f"keys (defaults: {schema} with configs/{verb.config}.yaml's groups; ??? = required; "
+                     "null = not set):")
         section = None
         for key, shown, doc in flat_keys(cfg, _load(verb.schema)):
             head = key.rpartition(".")[0]
@@ -187,11 +190,28 @@ def _print_config(verb: Verb, overrides: list[str]) -> int:
 
 
 def _expand(verb: Verb, overrides: list[str]) -> list[str]:
-    """Rewrite a verb's shorthand keys (`data=x` → `data.path=x`) in Hydra overrides."""
+    """Rewrite a verb's shorthand keys (`data=x` → `data.path=x`) in Hydra overrides.
+
+    `model=` is both a config group (the family: `model=musicgen`) and the shorthand of `model.name`: a value
+    that is not a family is a checkpoint, and selects the family that checkpoint belongs to as well.
+    """
     out = []
+    shorthands = dict(verb.shorthands)
     for item in overrides:
         key, eq, value = item.partition("=")
-        out.append(f"{dict(verb.shorthands).get(key, key)}{eq}{value}" if eq else item)
+        if not eq or key not in shorthands:
+            out.append(item)
+            continue
+        if key == "model":
+            from tunekit.config.compose import group_options
+            from tunekit.families import DEFAULT_FAMILY, family_of_model
+
+            if value in group_options("model"):
+                out.append(item)
+                continue
+            family = family_of_model(value).name
+            out += [] if family == DEFAULT_FAMILY else [f"model={family}"]
+        out.append(f"{shorthands[key]}={value}")
     return out
 
 

@@ -93,9 +93,25 @@ def group_options(group: str, extra_roots: list[Path] | None = None) -> list[str
     return sorted(names)
 
 
-def _hydra_compose(config_name: str, overrides: list[str], roots: list[Path], return_hydra_config: bool = False):
+def schema_name(config_name: str) -> str:
+    """The ConfigStore name of a verb's schema, the first entry of `configs/<config_name>.yaml`'s defaults list."""
+    return f"{config_name}_schema"
+
+
+def _register_schema(config_name: str, schema: type | None) -> None:
+    """Store the verb's dataclass schema in Hydra's ConfigStore: it holds every default, the YAML only overrides."""
+    if schema is None:
+        return
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name=schema_name(config_name), node=schema)
+
+
+def _hydra_compose(config_name: str, overrides: list[str], roots: list[Path], return_hydra_config: bool = False,
+                   schema: type | None = None):
     from hydra import compose, initialize_config_dir
 
+    _register_schema(config_name, schema)
     config_dir = resource_dir("configs")
     searchpath = "hydra.searchpath=[" + ",".join(f"file://{r}" for r in roots) + "]"
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3", job_name="tunekit"):
@@ -106,7 +122,8 @@ def _hydra_compose(config_name: str, overrides: list[str], roots: list[Path], re
         )
 
 
-def _friendly(exc: Exception, config_name: str, overrides: list[str], roots: list[Path]) -> ConfigError:
+def _friendly(exc: Exception, config_name: str, overrides: list[str], roots: list[Path],
+              schema: type | None = None) -> ConfigError:
     """Turn a Hydra/OmegaConf exception into a one-line ConfigError naming the key and the choices."""
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 
@@ -134,23 +151,23 @@ def _friendly(exc: Exception, config_name: str, overrides: list[str], roots: lis
         m = re.search(r"Could not override '([^']+)'", text)
         if m:
             key = m.group(1)
-            return ConfigError(_unknown_key_message(key, config_name, roots), key=key)
+            return ConfigError(_unknown_key_message(key, config_name, roots, schema), key=key)
         m = re.search(r"Could not (?:append to|delete from) config\. '([^']+)'", text)
         if m:
             return ConfigError(f"{text.splitlines()[0]}", key=m.group(1))
         cause = exc.__cause__
         if cause is not None:
-            return _friendly_omegaconf(cause, config_name, roots)
+            return _friendly_omegaconf(cause, config_name, roots, schema)
         return ConfigError(text.splitlines()[0])
-    return _friendly_omegaconf(exc, config_name, roots)
+    return _friendly_omegaconf(exc, config_name, roots, schema)
 
 
-def _unknown_key_message(key: str, config_name: str, roots: list[Path]) -> str:
+def _unknown_key_message(key: str, config_name: str, roots: list[Path], schema: type | None = None) -> str:
     """'unknown key a.b.c; valid keys under a.b: x, y' computed from the config without overrides."""
     from omegaconf import DictConfig
 
     try:
-        base = _hydra_compose(config_name, [], roots)
+        base = _hydra_compose(config_name, [], roots, schema=schema)
     except Exception:  # noqa: BLE001 - the message is best-effort; the key is still named
         return f"unknown key '{key}'"
     parent_path, _, _ = key.rpartition(".")
@@ -170,7 +187,8 @@ def _unknown_key_message(key: str, config_name: str, roots: list[Path]) -> str:
     return f"unknown key '{key}'; valid keys{where}: {valid}"
 
 
-def _friendly_omegaconf(exc: BaseException, config_name: str, roots: list[Path]) -> ConfigError:
+def _friendly_omegaconf(exc: BaseException, config_name: str, roots: list[Path],
+                        schema: type | None = None) -> ConfigError:
     from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
     if isinstance(exc, OmegaConfBaseException):
@@ -180,17 +198,19 @@ def _friendly_omegaconf(exc: BaseException, config_name: str, roots: list[Path])
             hint = f"; give a list, e.g. {key}=[a,b]" if "ListConfig" in msg else ""
             return ConfigError(f"invalid value for '{key}': {msg}{hint}", key=key)
         if isinstance(exc, ConfigKeyError) and key:
-            return ConfigError(_unknown_key_message(key, config_name, roots), key=key)
+            return ConfigError(_unknown_key_message(key, config_name, roots, schema), key=key)
         return ConfigError(f"{key + ': ' if key else ''}{msg}", key=key)
     return ConfigError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
-def compose_raw(config_name: str, overrides: list[str] | None = None, return_hydra_config: bool = False):
-    """Compose `configs/<config_name>.yaml` with overrides; no schema validation. Raises ConfigError."""
+def compose_raw(config_name: str, schema: type, overrides: list[str] | None = None,
+                return_hydra_config: bool = False):
+    """Compose `configs/<config_name>.yaml` over its schema with overrides; no `problems()` checks.
+    Raises ConfigError."""
     translated, extra_roots = _translate_overrides(list(overrides or []))
     roots = search_roots(extra_roots)
     try:
-        return _hydra_compose(config_name, translated, roots, return_hydra_config)
+        return _hydra_compose(config_name, translated, roots, return_hydra_config, schema)
     except ConfigError:
         raise
     except Exception as exc:  # Hydra and OmegaConf errors become one-line ConfigErrors
@@ -198,38 +218,31 @@ def compose_raw(config_name: str, overrides: list[str] | None = None, return_hyd
         from omegaconf.errors import OmegaConfBaseException
 
         if isinstance(exc, (HydraException, OmegaConfBaseException)):
-            raise _friendly(exc, config_name, translated, roots) from exc
+            raise _friendly(exc, config_name, translated, roots, schema) from exc
         raise
 
 
 def load_config(
     config_name: str,
-    overrides: list[str] | None = None,
-    schema: type | None = None,
+    overrides: list[str] | None,
+    schema: type,
     *,
     allow_missing: bool = False,
     check: bool = True,
 ):
-    """Compose and validate a verb's config. Missing required values and the schema's own checks
-    (a `problems(cfg) -> list[str]` classmethod, when defined) are all reported at once, in one
+    """Compose and validate a verb's config over its schema. A schema's `fill_defaults(cfg)` classmethod, when
+    defined, fills values whose default depends on others. Missing required values and the schema's own
+    checks (a `problems(cfg) -> list[str]` classmethod, when defined) are all reported at once, in one
     ConfigErrors. With `allow_missing` (printing a config) required values may stay `???`; every
     other problem is still raised. `check=False` skips the schema's checks (help text)."""
     from omegaconf import OmegaConf
 
-    if schema is not None:
-        overrides = _bare_lists(list(overrides or []), list_keys(schema))
-    cfg = compose_raw(config_name, overrides)
-    if schema is not None:
-        try:
-            merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
-        except Exception as exc:
-            from omegaconf.errors import OmegaConfBaseException
-
-            if isinstance(exc, OmegaConfBaseException):
-                raise _friendly_omegaconf(exc, config_name, search_roots()) from exc
-            raise
-        OmegaConf.set_struct(merged, True)
-        cfg = merged
+    overrides = _bare_lists(list(overrides or []), list_keys(schema))
+    cfg = compose_raw(config_name, schema, overrides)
+    OmegaConf.set_struct(cfg, True)
+    filler = getattr(schema, "fill_defaults", None)
+    if callable(filler):  # defaults that depend on another value (e.g. the checkpoint of the chosen family)
+        filler(cfg)
     missing = missing_keys(cfg)
     problems = [] if allow_missing else [f"missing value for '{k}' (set it with {k}=...)" for k in missing]
     checker = getattr(schema, "problems", None) if check else None
@@ -388,8 +401,8 @@ def to_yaml(cfg) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
 
 
-def group_choices(config_name: str, overrides: list[str] | None = None) -> dict[str, str | None]:
+def group_choices(config_name: str, schema: type, overrides: list[str] | None = None) -> dict[str, str | None]:
     """The config groups a composed config used and the option chosen for each (Hydra's runtime choices)."""
-    cfg = compose_raw(config_name, overrides, return_hydra_config=True)
+    cfg = compose_raw(config_name, schema, overrides, return_hydra_config=True)
     choices = dict(cfg.hydra.runtime.choices)
     return {k: v for k, v in choices.items() if not k.startswith("hydra/")}

@@ -38,7 +38,7 @@ class TokenInfo:
     """The codec the tokens were made with; a model must match it to train on them."""
 
     codec: str  # model id of the codec (e.g. facebook/encodec_32khz)
-    codec_hash: str  # fingerprint of the codec weights
+    codec_hash: str  # digest of the codec's files (tunekit.models.digest.model_digest)
     frame_rate: float  # token frames per second
     n_streams: int  # token streams per frame (codebooks; 2 x codebooks for stereo, interleaved L/R)
 

@@ -28,9 +28,6 @@ from tunekit.errors import ConfigError
 from tunekit.models.device import resolve_device
 from tunekit.models.embedders import ClapEmbedder, Embedder
 
-EMBEDDINGS = ("clap", "encodec", "vggish")
-
-
 class EncodecEmbedder(Embedder):
     """Continuous EnCodec encoder frames (before the residual quantiser)."""
 
@@ -191,36 +188,45 @@ def embed_items(
     }
 
 
-def load_embedder(
-    name: str,
-    *,
-    models: Any,
-    clap_model: str,
-    encodec_model: str,
-    vggish_model: str,
-    device: str = "cpu",
-) -> Embedder:
-    """Build the named embedder from the configured model ids (tiny stand-ins with `models.tiny`)."""
-    from tunekit.models.hashing import model_fingerprint
+def _clap(model_id: str, tiny: bool, cache_dir: Any, device: str) -> Embedder:
+    from tunekit.models.clap import load_clap
+    from tunekit.models.digest import model_digest
     from tunekit.models.registry import resolve
 
-    tiny, cache_dir = bool(models.tiny), models.cache_dir
-    device = resolve_device(device)
-    if name == "clap":
-        from tunekit.models.clap import load_clap
+    model, processor = load_clap(model_id, tiny=tiny, cache_dir=cache_dir, device=device)
+    return ClapEmbedder(model, processor, model_id, model_digest(resolve(model_id, tiny=tiny, cache_dir=cache_dir)),
+                        device)
 
-        model, processor = load_clap(clap_model, tiny=tiny, cache_dir=cache_dir, device=device)
-        fp = model_fingerprint(resolve(clap_model, tiny=tiny, cache_dir=cache_dir))
-        return ClapEmbedder(model, processor, clap_model, fp, device)
-    if name == "encodec":
-        from tunekit.models.encodec import load_encodec
 
-        model, _ = load_encodec(encodec_model, tiny=tiny, cache_dir=cache_dir, device=device)
-        fp = model_fingerprint(resolve(encodec_model, tiny=tiny, cache_dir=cache_dir))
-        return EncodecEmbedder(model, encodec_model, fp, device)
-    if name == "vggish":
-        from tunekit.models.vggish import load_vggish
+def _encodec(model_id: str, tiny: bool, cache_dir: Any, device: str) -> Embedder:
+    from tunekit.models.digest import model_digest
+    from tunekit.models.encodec import load_encodec
+    from tunekit.models.registry import resolve
 
-        model = load_vggish(vggish_model, tiny=tiny, cache_dir=cache_dir).to(device)
-        return VggishEmbedder(model, vggish_model, model.fingerprint, device)
-    raise ConfigError(f"unknown embedding {name!r}; use any of {list(EMBEDDINGS)}", key="embeddings")
+    model, _ = load_encodec(model_id, tiny=tiny, cache_dir=cache_dir, device=device)
+    return EncodecEmbedder(model, model_id, model_digest(resolve(model_id, tiny=tiny, cache_dir=cache_dir)), device)
+
+
+def _vggish(model_id: str, tiny: bool, cache_dir: Any, device: str) -> Embedder:
+    from tunekit.models.vggish import load_vggish
+
+    model = load_vggish(model_id, tiny=tiny, cache_dir=cache_dir).to(device)
+    return VggishEmbedder(model, model_id, model.fingerprint, device)
+
+
+# Each embedding name (the `embeddings=` choices, eval.config.EMBEDDING_NAMES) → its builder and the eval key
+# naming its checkpoint.
+EMBEDDERS: dict[str, tuple[Callable[[str, bool, Any, str], Embedder], str]] = {
+    "clap": (_clap, "clap_model"),
+    "encodec": (_encodec, "encodec_model"),
+    "vggish": (_vggish, "vggish_model"),
+}
+
+
+def load_embedder(name: str, *, models: Any, device: str = "cpu", **model_ids: str) -> Embedder:
+    """Build the named embedder from its configured model id (`clap_model=…` etc.; tiny stand-ins with
+    `models.tiny`)."""
+    if name not in EMBEDDERS:
+        raise ConfigError(f"unknown embedding {name!r}; use any of {list(EMBEDDERS)}", key="embeddings")
+    build, key = EMBEDDERS[name]
+    return build(model_ids[key], bool(models.tiny), models.cache_dir, resolve_device(device))

@@ -81,9 +81,9 @@ def encodec_source(config: EvalConfig, embedders: list[Any]) -> CodecSource:
         return CodecSource(id=loaded.fingerprint, load=lambda: loaded.model)
     from tunekit.models.device import resolve_device
     from tunekit.models.encodec import load_encodec
-    from tunekit.models.hashing import model_fingerprint
+    from tunekit.models.digest import model_digest
     from tunekit.models.registry import resolve
 
     tiny, cdir = config.models.tiny, config.models.cache_dir
     model, _ = load_encodec(config.encodec_model, tiny=tiny, cache_dir=cdir, device=resolve_device(config.device))
-    return CodecSource(id=model_fingerprint(resolve(config.encodec_model, tiny=tiny, cache_dir=cdir)), load=lambda: model)
+    return CodecSource(id=model_digest(resolve(config.encodec_model, tiny=tiny, cache_dir=cdir)), load=lambda: model)

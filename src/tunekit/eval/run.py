@@ -77,6 +77,7 @@ def run_eval(cfg: Any) -> int:
         raise ConfigErrors(problems)
     if config.run:
         from tunekit.eval.run_mode import run_on_training_run
+        from tunekit.families import family_of_run
 
-        return run_on_training_run(config)
+        return run_on_training_run(config, family_of_run(config.run).part("sampler"))
     return run_standalone(config)

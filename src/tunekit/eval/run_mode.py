@@ -6,9 +6,9 @@
 2. Prompts: the captions of the dataset's held-out windows (`reference_splits`, default `test`: tracks
    neither trained on nor used for validation), evenly spread when `n_samples` limits them. Each
    generated clip is named after the window whose caption prompted it.
-3. Generate every prompt with the base model and with the fine-tuned one (`tunekit.models.musicgen`:
-   the run's LoRA adapter merged into its base, or its full model): same prompts, same seeds, same
-   decoding settings. Audio goes to `<run>/eval/audio/{base,finetuned}/` and is reused when the
+3. Generate every prompt with the base model and with the fine-tuned one, with the run's family sampler
+   (given by the verb from `tunekit.families`; MusicGen's loads the run's LoRA adapter merged into its
+   base, or its full model): same prompts, same seeds, same decoding settings. Audio goes to `<run>/eval/audio/{base,finetuned}/` and is reused when the
    settings and models are unchanged.
 4. Score both against all held-out windows (the reference), with the reconstruction floor from the
    generator's own codec, and write `<run>/eval/metrics.json`, `report.html` and a W&B run.
@@ -82,7 +82,8 @@ def generate_set(
     device: Any,
     identity: dict[str, Any],
 ) -> tuple[AudioSet, dict[str, Any]]:
-    """Generate one clip per prompt into `folder` (reused when `identity` and the settings match)."""
+    """Generate one clip per prompt into `folder` (reused when `identity` and the settings match);
+    `load()` returns the family's sampler."""
     import numpy as np
 
     from tunekit.atomic import write_json
@@ -107,18 +108,15 @@ def generate_set(
             log(f"{which}: reusing {len(prompts)} clips in {folder}")
             info = saved
     if info is None:
-        from tunekit.models.musicgen import generate_audio
-
-        model, processor, what = load()
-        model.eval()
-        tokenizer = getattr(processor, "tokenizer", processor)
+        sampler = load()
+        what = sampler.description
         log(f"{which}: generating {len(prompts)} clips of {config.duration:g} s with {what}")
         seeds: dict[str, int] = {}
         for first in range(0, len(prompts), config.batch_size):
             batch = prompts[first : first + config.batch_size]
             seed = config.seed + first
-            audio, rate = generate_audio(
-                model, tokenizer, model.audio_encoder, [p.prompt for p in batch], config.duration, seed=seed,
+            audio, rate = sampler.generate(
+                [p.prompt for p in batch], config.duration, seed=seed,
                 guidance_scale=config.guidance_scale, top_k=config.top_k, top_p=0.0, temperature=config.temperature,
             )
             for item, clip in zip(batch, audio, strict=True):
@@ -129,32 +127,28 @@ def generate_set(
                 log(f"{which}: {len(seeds)}/{len(prompts)} clips")
         info = {"settings": settings, "model": what, "seeds": seeds, "rate": rate}
         write_json(manifest, info)
-        del model
+        del sampler
         gc.collect()
     items = [AudioItem(id=p.id, path=paths[p.id], prompt=p.prompt) for p in prompts]
     return AudioSet(name=which, root=folder, kind="folder", items=items), info
 
 
-def generator_codec(base_path: str, loaded: dict[str, Any], load_base: Any) -> Any:
-    """The base generator's own codec (`model.audio_encoder`) for the reconstruction floor, loaded only if needed.
+def generator_codec(sampler: Any, base_path: str, loaded: dict[str, Any], load_base: Any) -> Any:
+    """The base generator's own codec (the sampler's `codec`) for the reconstruction floor, loaded only if needed.
 
-    Its cache id is the base checkpoint's fingerprint; stereo and codebooks come from its config.
+    Its cache id is the family and the base checkpoint's digest; stereo and codebooks come from its config.
     """
-    from transformers import AutoConfig
-
     from tunekit.eval.reconstruction import CodecSource
-    from tunekit.models.hashing import model_fingerprint
+    from tunekit.models.digest import model_digest
 
-    decoder = AutoConfig.from_pretrained(base_path).decoder
-    stereo = int(getattr(decoder, "audio_channels", 1)) == 2
-    codebooks = int(decoder.num_codebooks) // (2 if stereo else 1)
+    stereo, codebooks = sampler.codec_layout(base_path)
 
     def load() -> Any:
         if "module" not in loaded:
             load_base()
         return loaded["module"]
 
-    return CodecSource(id=f"musicgen:{model_fingerprint(base_path)}", load=load, stereo=stereo, codebooks=codebooks)
+    return CodecSource(id=f"{sampler.name}:{model_digest(base_path)}", load=load, stereo=stereo, codebooks=codebooks)
 
 
 def _training_records(run: Path) -> list[dict[str, Any]]:
@@ -170,15 +164,15 @@ def _training_records(run: Path) -> list[dict[str, Any]]:
     return records
 
 
-def run_on_training_run(config: EvalConfig) -> int:
-    """Generate with base and fine-tuned, score both, write <run>/eval/{metrics.json, report.html} and W&B."""
+def run_on_training_run(config: EvalConfig, sampler: Any) -> int:
+    """Generate with base and fine-tuned (`sampler`: the run's family sampler class), score both, write
+    <run>/eval/{metrics.json, report.html} and W&B."""
     import torch
 
     from tunekit.eval.evaluate import evaluate
     from tunekit.eval.outputs import METRICS_FILE, REPORT_FILE, write_outputs
     from tunekit.eval.report import render_report
     from tunekit.models.device import resolve_device
-    from tunekit.models.musicgen import load_for_generation
 
     run = Path(config.run).expanduser()
     train_cfg = read_run_config(run)
@@ -192,16 +186,16 @@ def run_on_training_run(config: EvalConfig) -> int:
     codec: dict[str, Any] = {}
     models_cfg = train_cfg.get("models", {}) or {}
 
-    def load_base() -> tuple[Any, Any, str]:
-        model, processor, what = load_for_generation(
+    def load_base() -> Any:
+        base = sampler.load(
             model=base_name, tiny=bool(models_cfg.get("tiny", False)), cache_dir=models_cfg.get("cache_dir"),
             device=device,
         )
-        codec["module"] = model.audio_encoder
-        return model, processor, what
+        codec["module"] = base.codec
+        return base
 
-    def load_finetuned() -> tuple[Any, Any, str]:
-        return load_for_generation(run, device=device)
+    def load_finetuned() -> Any:
+        return sampler.load(run, device=device)
 
     # What the fine-tuned model is: its weights and adapter config (not the model card, which records timings).
     finetuned_files = sorted(
@@ -213,14 +207,14 @@ def run_on_training_run(config: EvalConfig) -> int:
             "`tunekit train` command, or wait for it to end",
             key="run",
         )
-    from tunekit.models.hashing import model_fingerprint
+    from tunekit.models.digest import model_digest
     from tunekit.models.registry import resolve
 
     base_path = resolve(base_name, tiny=bool(models_cfg.get("tiny", False)), cache_dir=models_cfg.get("cache_dir"))
     identities = {
         "base": {"model": base_name, "tiny": bool(models_cfg.get("tiny", False))},
         "finetuned": {"run": str(run.resolve()),
-                      "weights": hashlib.sha256("".join(model_fingerprint(p) for p in finetuned_files).encode()).hexdigest()},
+                      "weights": hashlib.sha256("".join(model_digest(p) for p in finetuned_files).encode()).hexdigest()},
     }
     # Everything FAD needs is checked before minutes of generation: frames per embedding on both sides.
     from tunekit.errors import ConfigErrors
@@ -243,7 +237,7 @@ def run_on_training_run(config: EvalConfig) -> int:
         generated[which], infos[which] = generate_set(
             which, load, prompts, out / "audio" / which, config, device, identities[which]
         )
-    metrics, scores = evaluate(config, generated, reference, codec=generator_codec(base_path, codec, load_base),
+    metrics, scores = evaluate(config, generated, reference, codec=generator_codec(sampler, base_path, codec, load_base),
                                embedders=embedders)
     metrics["mode"] = "run"
     metrics["run"] = str(run)

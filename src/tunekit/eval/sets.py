@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tunekit.hashing import file_sha256_memo
 from tunekit.audio.io import AUDIO_EXTENSIONS, audio_info, read_audio
 from tunekit.errors import ConfigError
+from tunekit.file_digest import file_sha256_memo
 
 PREP_WINDOWS = "windows.parquet"
 _ID_KEYS = ("id", "file", "filename", "file_name", "path", "window_id", "name")

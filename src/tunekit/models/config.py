@@ -1,8 +1,20 @@
-"""Schema of the `models` config group (configs/models/*.yaml)."""
+"""Schemas of the `models` config group (configs/models/*.yaml) and of the `model` group (configs/model/*.yaml)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelChoice:
+    """The generator: its family (`model=<family>`) and checkpoint (`model.name=`)."""
+
+    family: str = MISSING  # set by model=<family> (configs/model/): musicgen; `tunekit ls families`
+    # checkpoint: hub id or folder (musicgen-small/-medium/-large/-melody/-stereo-*); null: the family's default
+    # (facebook/musicgen-small)
+    name: str | None = None
 
 
 @dataclass

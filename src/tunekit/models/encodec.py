@@ -58,7 +58,7 @@ def load_encodec_config(
 ) -> tuple[Any, int]:
     """(EncodecConfig, the feature extractor's sampling rate) from the checkpoint's local files, without
     its weights: what a caller checks its settings against before any work. The files must be local
-    already (a Hub id loaded or fingerprinted once); raises ConfigError for a checkpoint that is not EnCodec."""
+    already (a Hub id loaded or digested once); raises ConfigError for a checkpoint that is not EnCodec."""
     path = resolve(name_or_path, tiny=tiny, cache_dir=cache_dir)
     from transformers import AutoConfig, AutoFeatureExtractor
 

@@ -318,6 +318,54 @@ def generate_audio(
     return audio[..., : int(round(seconds * rate))], rate
 
 
+class MusicgenSampler:
+    """A loaded MusicGen ready to sample: the MusicGen family's sampler for `tunekit generate` and `tunekit eval run=`.
+
+    Another family provides a class with the same `load`, `generate`, `codec` and `codec_layout`
+    (see `tunekit.families`); the verbs and eval call nothing else.
+    """
+
+    name = "musicgen"  # the family; prefixes the reconstruction codec's cache id
+
+    def __init__(self, model: Any, tokenizer: Any, description: str) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.description = description  # what was loaded, for logs and manifests
+
+    @classmethod
+    def load(cls, run: str | Path | None = None, model: str | None = None, *, tiny: bool = False,
+             cache_dir: str | Path | None = None, device: Any = "cpu") -> MusicgenSampler:
+        """A run folder's fine-tuned model, or the base `model`, in eval mode on `device` (see `load_for_generation`)."""
+        loaded, processor, what = load_for_generation(run, model, tiny=tiny, cache_dir=cache_dir, device=device)
+        loaded.eval()
+        return cls(loaded, getattr(processor, "tokenizer", processor), what)
+
+    @property
+    def codec(self) -> Any:
+        """The generator's own audio codec (EnCodec), for the reconstruction floor."""
+        return self.model.audio_encoder
+
+    @property
+    def takes_melody(self) -> bool:
+        """Whether `generate` accepts a melody chroma (the melody variants)."""
+        return is_melody(self.model)
+
+    @staticmethod
+    def codec_layout(path: str) -> tuple[bool, int]:
+        """(stereo, codebooks per channel) of the checkpoint at `path`, read from its config alone."""
+        from transformers import AutoConfig
+
+        decoder = AutoConfig.from_pretrained(path).decoder
+        stereo = int(getattr(decoder, "audio_channels", 1)) == 2
+        return stereo, int(decoder.num_codebooks) // (2 if stereo else 1)
+
+    def generate(self, prompts: list[str], seconds: float, *, seed: int = 0, **options: Any) -> tuple[Any, int]:
+        """(audio (B, C, N) float32 numpy, rate): `generate_audio` with this model; `options` are its keywords
+        (guidance_scale, top_k, top_p, temperature, window_seconds, context_seconds, crossfade_seconds, chroma)."""
+        return generate_audio(self.model, self.tokenizer, self.model.audio_encoder, prompts, seconds, seed=seed,
+                              **options)
+
+
 # --- tiny stand-ins ---------------------------------------------------------------------------------------
 
 

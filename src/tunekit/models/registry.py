@@ -20,7 +20,7 @@ class ModelSpec:
 
     id: str  # Hugging Face Hub id, or a Demucs model name (htdemucs, …)
     role: str  # what tunekit uses it for: generator, codec, separator, embedding
-    family: str  # loader family: musicgen, musicgen_melody, encodec, demucs, clap, vggish
+    loader: str  # which loader reads it: musicgen, musicgen_melody, encodec, demucs, clap, vggish
     description: str  # one line for `tunekit ls`
     tiny_name: str  # folder under <cache>/tiny/ of the tiny model of the same class
     license: str | None = None  # licence of the pretrained weights (SPDX id), stated in model cards; None: not known

@@ -383,7 +383,7 @@ def load_vggish(
         pca = _read_tensors(pca_path)
     net_sd = {k: v for k, v in tensors.items() if k.startswith(("features.", "embeddings."))}
     convs, fcs = _shapes_from_state_dict(net_sd, weights_path)
-    from tunekit.hashing import folder_fingerprint
+    from tunekit.file_digest import folder_digest
 
     model = build_vggish(convs, fcs)
     missing, unexpected = model.load_state_dict(net_sd, strict=False)
@@ -400,5 +400,5 @@ def load_vggish(
         model.pca_eigen_vectors.data.copy_(vectors)
         model.pca_means.data.copy_(means)
     model.source = str(location)
-    model.fingerprint = folder_fingerprint(location)
+    model.fingerprint = folder_digest(location)
     return model.eval()

@@ -1,7 +1,7 @@
 """Content-addressed cache of stage results, and of file hashes by (path, size, mtime).
 
 A stage result is stored under a key made of the input audio's key, the stage name and version,
-its parameters, its model's fingerprint and any row fields it declares. An entry holds the fields
+its parameters, its model's digest and any row fields it declares. An entry holds the fields
 the stage changed (or its rejection) and the files it wrote (fields ending in `_path`); an entry
 whose files are gone or were rewritten since is a miss. Every write is atomic, so a run killed at
 any moment leaves only complete entries.
@@ -15,12 +15,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tunekit.hashing import file_sha256  # noqa: F401  (re-exported for prep modules)
 from tunekit.atomic import write_json
+from tunekit.file_digest import file_sha256
 
 
-
-def fingerprint(data: Any) -> str:
+def params_digest(data: Any) -> str:
     """sha256 of canonical JSON: stable across runs and processes."""
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -33,7 +32,7 @@ def stage_key(
     payload = {"stage": stage, "version": version, "params": params, "input": input_key, "model": model}
     if fields:
         payload["fields"] = fields
-    return fingerprint(payload)[:40]
+    return params_digest(payload)[:40]
 
 
 class StageCache:

@@ -608,14 +608,14 @@ def caption_tags(extra: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return tags, excluded
 
 
-def caption_model_fingerprint(section: Any, models: Any) -> str:
-    """Fingerprint of the caption LM's files ("" for template captions)."""
+def caption_model_digest(section: Any, models: Any) -> str:
+    """Digest of the caption LM's files ("" for template captions)."""
     cfg, _ = as_caption_config(section)
     if not cfg.llm:
         return ""
-    from tunekit.models.hashing import model_fingerprint
+    from tunekit.models.digest import model_digest
 
-    return model_fingerprint(cfg.llm)
+    return model_digest(cfg.llm)
 
 
 def _llm_generate(cfg: CaptionConfig) -> Callable[[str, int], str]:

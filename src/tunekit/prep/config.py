@@ -29,7 +29,7 @@ AUDIO_FORMATS = ("flac", "wav")
 
 DEFAULT_EXTENSIONS = ["wav", "flac", "mp3", "ogg", "oga", "opus", "m4a", "aac", "mp4", "aif", "aiff"]
 # The stages that need no neural model, in pipeline order.
-CORE_STAGES = [name for name in ORDER if STAGES[name].model_fingerprint is None]
+CORE_STAGES = [name for name in ORDER if STAGES[name].model_digest is None]
 # The default pipeline (pipelines/musicgen.yaml): every stage, in the registry's order.
 DEFAULT_STAGES = list(ORDER)
 
@@ -38,7 +38,7 @@ DEFAULT_STAGES = list(ORDER)
 class IngestConfig:
     """Scanning the corpus, hashing and fingerprinting; the dedupe stage reads the duplicate threshold."""
 
-    extensions: list[str] = field(default_factory=lambda: list(DEFAULT_EXTENSIONS))  # audio file extensions scanned
+    extensions: list[str] = field(default_factory=lambda: list(DEFAULT_EXTENSIONS))  # audio file extensions scanned (m4a/aac/mp4 need ffmpeg)
     follow_symlinks: bool = False  # descend into symlinked folders while scanning
     fingerprint_seconds: float = 60.0  # seconds from the start analysed for the decoded-duplicate fingerprint
     fingerprint_max_ber: float = 0.2  # fingerprint bit error rate at or below which two files are the same audio

@@ -123,7 +123,7 @@ def decode_track(row: TrackRow, cfg: DecodeConfig, ctx: StageContext) -> TrackRo
 
     from tunekit.atomic import atomic_path
     from tunekit.audio.resample import resample_stream
-    from tunekit.prep.loudness import StreamingMeter
+    from tunekit.prep.normalize import StreamingMeter
 
     source = _readable(row, ctx)
     try:

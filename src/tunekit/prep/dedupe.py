@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from tunekit.prep import fingerprint as fp
+from tunekit.prep import audio_fingerprint
 from tunekit.prep.config import IngestConfig
 from tunekit.prep.rows import OK, Rejection, StageContext, TrackRow
 
@@ -77,11 +77,11 @@ def duplicate_groups(rows: list[TrackRow], cfg: IngestConfig) -> list[list[int]]
             first_by_hash[h] = i
     # Decoded duplicates: candidates from a fingerprint index, confirmed by bit error rate and length.
     reps = sorted(first_by_hash.values())
-    for a_pos, b_pos in sorted(fp.candidate_pairs([rows[i].fingerprint for i in reps])):
+    for a_pos, b_pos in sorted(audio_fingerprint.candidate_pairs([rows[i].fingerprint for i in reps])):
         a, b = reps[a_pos], reps[b_pos]
         if uf.find(a) == uf.find(b) or not _same_length(rows[a], rows[b]):
             continue
-        ber = fp.bit_error_rate(rows[a].fingerprint or "", rows[b].fingerprint or "")
+        ber = audio_fingerprint.bit_error_rate(rows[a].fingerprint or "", rows[b].fingerprint or "")
         if ber <= cfg.fingerprint_max_ber:
             uf.union(a, b)
             log.info("decoded duplicate: %s ~ %s (BER %.3f)", rows[a].source_path, rows[b].source_path, ber)

@@ -215,7 +215,7 @@ class Engine:
         Raises ConfigError(s) before the first stage when a model cannot be found or a value does
         not suit its model (see `check_models`).
         """
-        fingerprints = self.model_fingerprints(stages)
+        digests = self.model_digests(stages)
         self.check_models(stages)
         for name in stages:
             spec = self.registry[name]
@@ -224,7 +224,7 @@ class Engine:
             stats = StageStats(name)
             self.stats[name] = stats
             section = section_for(spec, self.cfg)
-            ctx = dataclasses.replace(self.ctx, stage=name, model_fingerprint=fingerprints.get(name, ""))
+            ctx = dataclasses.replace(self.ctx, stage=name, model_digest=digests.get(name, ""))
             if spec.fn is not None:
                 if spec.kind == "window":
                     rows = self._map_windows(spec, rows, section, ctx, stats)
@@ -244,22 +244,22 @@ class Engine:
             self.reporter.end_stage(stats)
         return rows
 
-    def model_fingerprints(self, stages: Sequence[str]) -> dict[str, str]:
-        """Each model stage's model fingerprint, found before any stage runs: a model that cannot be
+    def model_digests(self, stages: Sequence[str]) -> dict[str, str]:
+        """Each model stage's model digest, found before any stage runs: a model that cannot be
         found or downloaded stops the run before hours of work, not after them."""
         found: dict[str, str] = {}
         for name in stages:
             spec = self.registry[name]
-            if spec.model_fingerprint:
+            if spec.model_digest:
                 section = section_for(spec, self.cfg)
-                found[name] = str(spec.function("model_fingerprint")(section, getattr(self.cfg, "models", None)))
+                found[name] = str(spec.function("model_digest")(section, getattr(self.cfg, "models", None)))
         return found
 
     def check_models(self, stages: Sequence[str]) -> None:
         """Check every value that depends on a stage's model files (a codec's bandwidths, a Demucs
         model's stems and segment, ...) before any stage runs; all problems are raised at once.
 
-        Run after `model_fingerprints`, so the files are local. Without this a value the model does
+        Run after `model_digests`, so the files are local. Without this a value the model does
         not accept would fail every row of its stage, hours into the run.
         """
         problems: list[str] = []
@@ -303,7 +303,7 @@ class Engine:
         if not spec.cache:
             return ""
         fields = {f: getattr(row, f) for f in spec.key_fields}
-        return stage_key(spec.name, spec.version, params_of(section), row.audio_key, ctx.model_fingerprint, fields)
+        return stage_key(spec.name, spec.version, params_of(section), row.audio_key, ctx.model_digest, fields)
 
     def _apply(self, spec: StageSpec, row: TrackRow, key: str, outcome: Outcome, stats: StageStats) -> TrackRow:
         if outcome.error is not None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tunekit.prep import fingerprint as fp
+from tunekit.prep import audio_fingerprint
 from tunekit.prep.cache import StageCache, cached_sha256, stage_key
 from tunekit.prep.config import IngestConfig
 from tunekit.prep.rows import Rejection, StageContext, TrackRow
@@ -136,7 +136,7 @@ def _read_fingerprint(path: Path, seconds: float) -> str | None:
         return None
     if audio.size == 0:
         return None
-    return fp.compute(np.ascontiguousarray(audio.T), rate)
+    return audio_fingerprint.compute(np.ascontiguousarray(audio.T), rate)
 
 
 def _embedded_fields(row: TrackRow, tags: dict[str, str]) -> dict[str, Any]:

@@ -31,11 +31,11 @@ class StageSpec:
     probe: str | None = None  # for uncached stages: "module:function" that answers cheaply or returns None
     inline: bool = False  # cheap stage: run in the main process instead of the worker pool
     batch_size: int | None = None  # when set, fn maps a list of rows to a list of results (model stages)
-    model_fingerprint: str | None = None  # "module:function" (section, models) -> str folded into the key
+    model_digest: str | None = None  # "module:function" (section, models) -> str folded into the key
     preflight: str | None = None  # "module:function" (section, models) -> problems with values the model must accept
 
     def function(self, attr: str = "fn") -> Callable[..., Any]:
-        """Import and return the callable named by `attr` (fn, reduce, probe, model_fingerprint, preflight)."""
+        """Import and return the callable named by `attr` (fn, reduce, probe, model_digest, preflight)."""
         target = getattr(self, attr)
         if target is None:
             raise ValueError(f"stage {self.name!r} has no {attr}")
@@ -111,13 +111,13 @@ STAGES: dict[str, StageSpec] = {
             ("separate",),
             produces_audio=True,
             key_fields=("instrumental",),
-            model_fingerprint="tunekit.prep.separate:separate_model_fingerprint",
+            model_digest="tunekit.prep.separate:separate_model_digest",
             preflight="tunekit.prep.separate:separate_preflight",
         ),
         # key_fields: the stored file is named after the track, so a renamed file is written anew.
         StageSpec(
             "loudness",
-            "tunekit.prep.loudness:normalize_track",
+            "tunekit.prep.normalize:normalize_track",
             ("loudness",),
             produces_audio=True,
             key_fields=("track_id",),
@@ -130,7 +130,7 @@ STAGES: dict[str, StageSpec] = {
             ("tag",),
             kind="window",
             reduce="tunekit.prep.tag:tag_tracks",
-            model_fingerprint="tunekit.prep.tag:tag_model_fingerprint",
+            model_digest="tunekit.prep.tag:tag_model_digest",
             preflight="tunekit.prep.tag:tag_preflight",
         ),
         # Captions are written from the tags: the window's `extra` (where the tags are) is part of the key.
@@ -140,7 +140,7 @@ STAGES: dict[str, StageSpec] = {
             ("caption",),
             kind="window",
             key_fields=("extra",),
-            model_fingerprint="tunekit.prep.caption:caption_model_fingerprint",
+            model_digest="tunekit.prep.caption:caption_model_digest",
         ),
         StageSpec(
             "tokens",
@@ -149,7 +149,7 @@ STAGES: dict[str, StageSpec] = {
             kind="window",
             batch_size=8,
             reduce="tunekit.prep.tokens:write_tokens",
-            model_fingerprint="tunekit.prep.tokens:tokens_model_fingerprint",
+            model_digest="tunekit.prep.tokens:tokens_model_digest",
             preflight="tunekit.prep.tokens:tokens_preflight",
         ),
     ]

@@ -166,7 +166,7 @@ class StageContext:
     work_rate: int = 44100  # working sample rate of the pipeline
     work_channels: int = 2  # working channel count of the pipeline
     models: Any = None  # tunekit.models.config.ModelsConfig, for model stages
-    model_fingerprint: str = ""  # fingerprint of the running stage's model, when it has one
+    model_digest: str = ""  # digest of the running stage's model files, when it has one
 
     def source(self, row: TrackRow) -> Path:
         """Absolute path of the row's source file."""

@@ -87,7 +87,7 @@ def _locked(out: Path) -> Iterator[None]:
 
 def manifest_for(cfg: PrepConfig, corpus: Path) -> dict[str, Any]:
     """What must match for a re-run into the same `out`: corpus, pipeline and working format."""
-    from tunekit.prep.cache import fingerprint
+    from tunekit.prep.cache import params_digest
 
     ident = {
         "pipeline": cfg.pipeline_name,
@@ -95,7 +95,7 @@ def manifest_for(cfg: PrepConfig, corpus: Path) -> dict[str, Any]:
         "sample_rate": cfg.decode.sample_rate,
         "channels": cfg.decode.channels,
     }
-    return {"kind": "tunekit-prep", "corpus": str(corpus), **ident, "fingerprint": fingerprint(ident)[:16]}
+    return {"kind": "tunekit-prep", "corpus": str(corpus), **ident, "fingerprint": params_digest(ident)[:16]}
 
 
 def check_manifest(out: Path, manifest: dict[str, Any], overwrite: bool) -> None:

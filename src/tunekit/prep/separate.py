@@ -422,16 +422,16 @@ def as_separate_config(section: Any) -> SeparateConfig:
     return section_as(SeparateConfig, section)
 
 
-def separate_model_fingerprint(section: Any, models: Any) -> str:
-    """Fingerprint of the Demucs files the stage's output depends on ("" when the stage is off)."""
+def separate_model_digest(section: Any, models: Any) -> str:
+    """Digest of the Demucs files the stage's output depends on ("" when the stage is off)."""
     from tunekit.models.demucs import demucs_folder
-    from tunekit.models.hashing import model_fingerprint
+    from tunekit.models.digest import model_digest
 
     cfg = as_separate_config(section)
     if not cfg.enabled:
         return ""
     tiny, cache_dir = models_settings(models)
-    return model_fingerprint(demucs_folder(cfg.model, repo=cfg.repo, tiny=tiny, cache_dir=cache_dir))
+    return model_digest(demucs_folder(cfg.model, repo=cfg.repo, tiny=tiny, cache_dir=cache_dir))
 
 
 def separate_preflight(section: Any, models: Any) -> list[str]:

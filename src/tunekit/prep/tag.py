@@ -2,7 +2,7 @@
 instrument tags from corpus metadata, CLAP zero-shot and (optionally) Essentia's discogs-effnet heads.
 
 This module is the stage the registry points at: the map over windows (`tag_window`), the reduce over
-tracks (`tag_tracks`), the model fingerprint and the preflight check. Beside it: `tag_config` (the
+tracks (`tag_tracks`), the model digest and the preflight check. Beside it: `tag_config` (the
 settings, `TagConfig`), `tag_dsp` (Essentia tempo/key and the track/window rule that settles them) and
 `tag_semantic` (metadata mapping, CLAP zero-shot, effnet heads and the per-process model cache).
 """
@@ -43,11 +43,11 @@ def as_tag_config(section: Any) -> TagConfig:
     return section_as(TagConfig, section)
 
 
-def tag_model_fingerprint(section: Any, models: Any) -> str:
+def tag_model_digest(section: Any, models: Any) -> str:
     """What the tag stage's results depend on besides audio and parameters: vocabularies and model files."""
-    from tunekit.models.hashing import model_fingerprint
+    from tunekit.models.digest import model_digest
     from tunekit.models.registry import resolve
-    from tunekit.prep.cache import fingerprint
+    from tunekit.prep.cache import params_digest
 
     cfg = as_tag_config(section)
     vocabs = load_vocabularies(cfg.vocab_dir)
@@ -55,11 +55,11 @@ def tag_model_fingerprint(section: Any, models: Any) -> str:
     parts["vocab_files"] = sorted(VOCAB_FILES.values())
     if cfg.clap:
         tiny, cache_dir = models_settings(models)
-        parts["clap"] = model_fingerprint(resolve(cfg.clap_model, tiny=tiny, cache_dir=cache_dir))
+        parts["clap"] = model_digest(resolve(cfg.clap_model, tiny=tiny, cache_dir=cache_dir))
     if cfg.effnet_models_dir:
         check_effnet_request(cfg)
-        parts["effnet"] = model_fingerprint(cfg.effnet_models_dir)
-    return fingerprint(parts)
+        parts["effnet"] = model_digest(cfg.effnet_models_dir)
+    return params_digest(parts)
 
 
 def tag_preflight(section: Any, models: Any) -> list[str]:

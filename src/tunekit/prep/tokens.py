@@ -5,7 +5,7 @@ Windows are resampled from the working rate to the codec's rate with soxr. A mon
 separately and interleaved as transformers' MusicGen orders them (stream 2k = left codebook k,
 2k+1 = right codebook k). Windows are batched only with windows of the same length, so a window's
 tokens never depend on padding or on its batch. A track's windows are stored back to back in one
-uint16 `.npy` file, `tokens/<codec_fingerprint[:12]>/<track_id>.npy`, shaped (frames, streams).
+uint16 `.npy` file, `tokens/<codec_digest[:12]>/<track_id>.npy`, shaped (frames, streams).
 """
 
 from __future__ import annotations
@@ -305,9 +305,9 @@ def as_tokens_config(section: Any) -> TokensConfig:
     return section_as(TokensConfig, section)
 
 
-def tokens_model_fingerprint(section: Any, models: Any) -> str:
-    """Fingerprint of the codec's files ("" when the stage is off); names the token folder."""
-    from tunekit.models.hashing import model_fingerprint
+def tokens_model_digest(section: Any, models: Any) -> str:
+    """Digest of the codec's files ("" when the stage is off); names the token folder."""
+    from tunekit.models.digest import model_digest
     from tunekit.models.registry import resolve
 
     cfg = as_tokens_config(section)
@@ -316,13 +316,13 @@ def tokens_model_fingerprint(section: Any, models: Any) -> str:
     tiny, cache_dir = models_settings(models)
     path = resolve(cfg.codec, tiny=tiny, cache_dir=cache_dir)
     try:
-        return model_fingerprint(path)
+        return model_digest(path)
     except StageUnavailableError:
         # A Hub id not downloaded yet: loading it fetches the files (or says why it cannot).
         from tunekit.models.encodec import load_encodec
 
         load_encodec(cfg.codec, tiny=tiny, cache_dir=cache_dir)
-        return model_fingerprint(path)
+        return model_digest(path)
 
 
 def tokens_preflight(section: Any, models: Any) -> list[str]:
@@ -354,10 +354,10 @@ def _codec(cfg: TokensConfig, models: Any) -> tuple[Any, Any]:
     return _loaded[key]
 
 
-def _window_key(row: Any, cfg: TokensConfig, model_fingerprint: str) -> str:
-    from tunekit.prep.cache import fingerprint
+def _window_key(row: Any, cfg: TokensConfig, model_digest: str) -> str:
+    from tunekit.prep.cache import params_digest
 
-    return fingerprint(
+    return params_digest(
         {
             "audio": row.audio_key,
             "path": row.audio_path,
@@ -367,7 +367,7 @@ def _window_key(row: Any, cfg: TokensConfig, model_fingerprint: str) -> str:
             "codec": cfg.codec,
             "bandwidth": cfg.bandwidth,
             "stereo": cfg.stereo,
-            "model": model_fingerprint,
+            "model": model_digest,
         }
     )[:40]
 
@@ -399,7 +399,7 @@ def tokenize_window(rows: Any, section: Any, ctx: Any) -> Any:
     for w, c in zip(batch, codes):
         if c is None:
             raise RuntimeError(f"window {w.window_id} was not encoded")
-        path = ctx.artifact(".npy", stage="tokens", key=_window_key(w, cfg, ctx.model_fingerprint))
+        path = ctx.artifact(".npy", stage="tokens", key=_window_key(w, cfg, ctx.model_digest))
         with atomic_path(path) as tmp:
             np.save(tmp, c, allow_pickle=False)
         extra = {
@@ -407,7 +407,7 @@ def tokenize_window(rows: Any, section: Any, ctx: Any) -> Any:
             WINDOW_TOKENS_KEY: str(path),
             "tokens_frames": int(c.shape[0]),
             "tokens_codec": cfg.codec,
-            "tokens_codec_hash": ctx.model_fingerprint,
+            "tokens_codec_hash": ctx.model_digest,
             "tokens_frame_rate": info.frame_rate,
             "tokens_streams": int(c.shape[1]),
         }
@@ -424,8 +424,8 @@ def write_tokens(rows: list[Any], section: Any, ctx: Any) -> list[Any]:
     cfg = as_tokens_config(section)
     if not cfg.enabled:
         return rows
-    if not ctx.model_fingerprint:
-        raise RuntimeError("the tokens stage needs its codec fingerprint (StageSpec.model_fingerprint)")
+    if not ctx.model_digest:
+        raise RuntimeError("the tokens stage needs its codec digest (StageSpec.model_digest)")
     result = []
     for row in rows:
         windows = [w for w in row.windows if WINDOW_TOKENS_KEY in w.extra]
@@ -438,7 +438,7 @@ def write_tokens(rows: list[Any], section: Any, ctx: Any) -> list[Any]:
             row.track_id,
             arrays,
             codec=cfg.codec,
-            codec_hash=ctx.model_fingerprint,
+            codec_hash=ctx.model_digest,
             frame_rate=float(windows[0].extra["tokens_frame_rate"]),
         )
         by_id = {w.window_id: cols for w, cols in zip(windows, columns)}

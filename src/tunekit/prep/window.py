@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tunekit.prep.cache import fingerprint
+from tunekit.prep.cache import params_digest
 from tunekit.prep.config import WindowConfig
 from tunekit.prep.rows import Rejection, StageContext, TrackRow, WindowRow
 
@@ -154,7 +154,7 @@ def window_track(row: TrackRow, cfg: WindowConfig, ctx: StageContext) -> TrackRo
                     sample_rate=rate,
                     license=row.license,
                     rms_dbfs=round(level, 3),
-                    audio_key=fingerprint({"audio": row.audio_key, "offset": start, "frames": frames})[:40],
+                    audio_key=params_digest({"audio": row.audio_key, "offset": start, "frames": frames})[:40],
                 )
             )
     if not windows:

@@ -9,7 +9,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from tunekit.loggers import LoggerConfig
-from tunekit.models.config import ModelsConfig
+from tunekit.models.config import ModelChoice, ModelsConfig
 
 METHODS = ("lora", "full")
 LORA_TARGETS = ("attention", "attention_ffn", "all")
@@ -19,10 +19,9 @@ SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
-class ModelConfig:
-    """The model to fine-tune."""
+class ModelConfig(ModelChoice):
+    """The model to fine-tune: family and checkpoint (the resolved name is written into the run's config.yaml)."""
 
-    name: str = "facebook/musicgen-small"  # MusicGen hub id or folder: musicgen-small/-medium/-large/-melody/-stereo-*
     gradient_checkpointing: bool = False  # recompute decoder activations in backward: far less memory, ~30% slower
     attn_implementation: str | None = None  # sdpa | eager | flash_attention_2; null: transformers' default (sdpa)
     dropout: float | None = None  # decoder dropout (hidden, attention, activation); null: the checkpoint's (0.1)
@@ -33,7 +32,7 @@ class MethodConfig:
     """How the weights are trained: LoRA adapters (peft) or all decoder weights."""
 
     name: str = "lora"  # lora | full
-    r: int = 16  # LoRA rank
+    r: int = 16  # LoRA rank (musicgen-dreamboothing's rank and alpha: 16, 16)
     alpha: float = 16.0  # LoRA alpha; the update is scaled by alpha / r
     dropout: float = 0.05  # dropout on the LoRA branch input
     targets: str = "attention_ffn"  # attention (q/k/v/out) | attention_ffn (+fc1/fc2) | all (+heads, embeddings, proj)
@@ -43,15 +42,15 @@ class MethodConfig:
 class DataConfig:
     """The prepared dataset and how training examples are cut from it."""
 
-    path: str = MISSING  # output folder of `tunekit prep` (windows.parquet, tracks.parquet, tokens/)
+    path: str = MISSING  # output folder of `tunekit prep` with the tokens stage (pipeline=musicgen)
     pipeline: str | None = None  # prep pipeline this run expects (checked against <path>/summary.json); null: any
-    crop_seconds: float = 30.0  # training crop; longer windows are cropped at random, shorter ones padded and masked
+    crop_seconds: float = 30.0  # MusicGen's 30 s training crop; longer windows cropped at random, shorter padded and masked
     min_seconds: float = 1.0  # windows with fewer seconds of tokens are not trained on
     train_split: str = "train"  # split name (from prep's per-track `split` column) used for training
     valid_split: str = "valid"  # split name used for validation loss and evaluation prompts
     caption_variants: bool = True  # sample one of each window's caption variants per step (false: always variant 0)
     max_text_tokens: int = 256  # captions are truncated to this many text-encoder tokens
-    num_workers: int = 0  # DataLoader worker processes (0: load in the training process)
+    num_workers: int = 0  # DataLoader worker processes (0: in the training process; tokens are memory-mapped and tiny)
 
 
 @dataclass
@@ -59,20 +58,26 @@ class TrainerConfig:
     """Optimisation, precision, schedule, evaluation and checkpoint cadence."""
 
     max_steps: int = 1000  # optimiser steps
-    batch_size: int = 2  # windows per micro-batch per device
+    batch_size: int = 2  # windows per micro-batch per device (2 x grad_accum 8 = musicgen-dreamboothing's 16)
     grad_accum: int = 8  # micro-batches per optimiser step; global batch = batch_size x grad_accum x devices
-    lr: float = 2.0e-4  # peak learning rate (the method group sets a default: LoRA 2e-4, full 1e-5)
+    lr: float = 2.0e-4  # peak learning rate: LoRA's 2e-4 (method=full sets 1e-5); recipes may override
     min_lr_ratio: float = 0.1  # the cosine schedule decays to lr x min_lr_ratio
     schedule: str = "cosine"  # cosine | constant (both after linear warmup)
-    warmup: float = 0.03  # warmup: a fraction of max_steps when < 1, else a number of steps
+    # warmup: a fraction of max_steps when < 1, else a number of steps; 3% suits small data (audiocraft's
+    # 4000 steps are for 20k hours)
+    warmup: float = 0.03
     weight_decay: float = 0.1  # AdamW weight decay (not applied to biases, norms and embeddings)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # AdamW betas (audiocraft's)
     grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
     precision: str = "auto"  # auto (bf16 on GPUs that support it, else fp32) | fp32 | bf16 | fp16 (with a loss scaler)
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | mps; `accelerate launch` decides for multi-GPU
-    cond_dropout: float = 0.3  # per-sample probability of training on the empty condition (what CFG contrasts with)
+    # per-sample probability of training on the empty condition, what classifier-free guidance contrasts with
+    # (audiocraft: 0.3, per batch)
+    cond_dropout: float = 0.3
     melody_dropout: float = 0.2  # melody models: per-sample probability of dropping only the melody condition
-    ema_decay: float = 0.0  # exponential moving average of the trained weights (0: off; audiocraft 0.99)
+    # exponential moving average of the trained weights (0: off; over a few thousand steps EMA mostly lags;
+    # audiocraft uses 0.99 every 10 steps)
+    ema_decay: float = 0.0
     ema_every: int = 10  # steps between EMA updates
     log_every: int = 10  # steps between console/logger lines (metrics.jsonl gets every step)
     eval_every: int = 200  # steps between validation loss + samples (0: never)
@@ -110,7 +115,7 @@ class TrainConfig:
     out: str = MISSING  # run folder: config, metrics, checkpoints, samples, adapter/model, model card
     recipe_name: str | None = None  # name of the recipe this run uses (set by recipes/*.yaml; shown in the model card)
     resume: bool = True  # continue from the latest checkpoint in out= (false: refuse to reuse a run folder)
-    model: ModelConfig = field(default_factory=ModelConfig)  # the model to fine-tune
+    model: ModelConfig = field(default_factory=ModelConfig)  # the model family and checkpoint to fine-tune
     method: MethodConfig = field(default_factory=MethodConfig)  # LoRA or full fine-tuning
     data: DataConfig = field(default_factory=DataConfig)  # prepared data and crops
     trainer: TrainerConfig = field(default_factory=TrainerConfig)  # optimisation and cadence
@@ -118,6 +123,15 @@ class TrainConfig:
     export: ExportConfig = field(default_factory=ExportConfig)  # final artefacts
     logger: LoggerConfig = field(default_factory=LoggerConfig)  # experiment logger
     models: ModelsConfig = field(default_factory=ModelsConfig)  # real or tiny weights
+
+    @classmethod
+    def fill_defaults(cls, cfg: Any) -> None:
+        """model.name=null becomes the chosen family's default checkpoint, so every part of a run (and its
+        config.yaml) sees the checkpoint it trains."""
+        from tunekit.models.registry import DEFAULTS
+
+        if cfg.model.name is None and cfg.model.family in DEFAULTS:
+            cfg.model.name = DEFAULTS[cfg.model.family]
 
     @classmethod
     def problems(cls, cfg: Any) -> list[str]:

@@ -8,21 +8,20 @@ from tunekit.errors import ConfigError, ConfigErrors
 
 
 def run_train(cfg: Any) -> int:
-    """Train (or resume) the run described by `cfg`; returns the exit code."""
+    """Train (or resume) the run described by `cfg` with its family's trainer; returns the exit code."""
+    from tunekit.families import family_of_model, get_family
     from tunekit.train.config import TrainConfig
 
     problems = TrainConfig.problems(cfg)
     if problems:
         raise ConfigErrors(problems)
-    from tunekit.models.registry import find_spec
-
-    spec = find_spec(cfg.model.name)
-    if spec is not None and spec.family not in ("musicgen", "musicgen_melody"):
+    family = get_family(cfg.model.family)
+    checkpoint = family_of_model(cfg.model.name, key="model.name")
+    if checkpoint.name != family.name:
         raise ConfigError(
-            f"model.name={cfg.model.name} is a {spec.family} model; `tunekit train` fine-tunes MusicGen "
-            "(facebook/musicgen-small, -medium, -large, -melody, -stereo-*)",
+            f"model.name={cfg.model.name} is a {checkpoint.name} checkpoint but model={family.name}; "
+            f"choose model={checkpoint.name}, or a {family.name} checkpoint: "
+            + ", ".join(v.id for v in family.variants()),
             key="model.name",
         )
-    from tunekit.train.musicgen import train_musicgen
-
-    return train_musicgen(cfg)
+    return family.part("trainer")(cfg)

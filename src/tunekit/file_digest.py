@@ -1,5 +1,5 @@
-"""Content hashes of files: streamed sha256, memoised per process while a file is unchanged, and the
-fingerprint of a folder of files (a model checkpoint) wherever it lives."""
+"""Content digests of files: streamed sha256, memoised per process while a file is unchanged, and the
+digest of a folder of files (a model checkpoint) wherever it lives."""
 
 from __future__ import annotations
 
@@ -35,19 +35,19 @@ def file_sha256_memo(path: str | os.PathLike[str]) -> str:
     return _memo[key]
 
 
-def folder_fingerprint(path: str | os.PathLike[str]) -> str:
+def folder_digest(path: str | os.PathLike[str]) -> str:
     """sha256 (hex) over the relative names and contents of the files of a folder (or of one file).
 
     Hidden files and documentation (README, licences, images, lock files) are left out, so two copies of
-    a checkpoint with the same weights, configs and tokenizer files get the same fingerprint wherever
+    a checkpoint with the same weights, configs and tokenizer files get the same digest wherever
     they live, and any change to those files changes it.
     """
     path = Path(path)
-    return fingerprint_files(path, checkpoint_files(path))
+    return files_digest(path, checkpoint_files(path))
 
 
 def checkpoint_files(path: Path) -> list[Path]:
-    """The files `folder_fingerprint` covers: `path` itself if it is a file, else its files (sorted walk)."""
+    """The files `folder_digest` covers: `path` itself if it is a file, else its files (sorted walk)."""
     if path.is_file():
         return [path]
     files = []
@@ -62,16 +62,16 @@ def checkpoint_files(path: Path) -> list[Path]:
     return files
 
 
-def fingerprint_files(root: Path, files: list[Path]) -> str:
+def files_digest(root: Path, files: list[Path]) -> str:
     """sha256 (hex) over `files` by their names relative to `root` (a folder, or a file's folder) and contents."""
     base = root if root.is_dir() else root.parent
     total = hashlib.sha256()
     for f in sorted(files, key=lambda p: p.relative_to(base).as_posix()):
-        total.update(f.relative_to(base).as_posix().encode() + b"\0" + file_digest(f).encode() + b"\n")
+        total.update(f.relative_to(base).as_posix().encode() + b"\0" + file_content_id(f).encode() + b"\n")
     return total.hexdigest()
 
 
-def file_digest(path: Path) -> str:
+def file_content_id(path: Path) -> str:
     """Content id of one file: the Hugging Face cache's blob name (already a content hash) when the
     file links into a `blobs/` folder, else the sha256 of its bytes (memoised per size and mtime)."""
     if path.is_symlink():
