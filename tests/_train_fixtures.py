@@ -321,11 +321,13 @@ def step_bounds(ref: Path, grads: Path) -> dict[str, Any]:
     from omegaconf import OmegaConf
     from safetensors.torch import load_file
 
+    from tunekit.train.methods import build_method
+
     cfg = OmegaConf.load(ref / "config.yaml")
     sums = musicgen_sums(
         cfg.model.name, windows=cfg.trainer.batch_size * cfg.trainer.grad_accum,
         frames=int(round(cfg.data.crop_seconds * FRAME_RATE)), text_tokens=cfg.data.max_text_tokens,
-        tokens=_loss_rows(ref)[0]["tokens"], lora_r=cfg.method.r if cfg.method.name == "lora" else 0,
+        tokens=_loss_rows(ref)[0]["tokens"], lora_r=0 if build_method(cfg.method).full else cfg.method.r,
     )
     return {
         "gradient_rtol": reorder_rtol(*sums["forward"], *sums["loss"], *sums["backward"]),

@@ -10,6 +10,7 @@ from tunekit.errors import ConfigErrors
 from tunekit.generate import GenerateConfig
 from tunekit.paths import resource_dir
 from tunekit.train.config import TrainConfig
+from tunekit.train.methods import Lora, build_method
 
 REQUIRED = ["data.path=/data/prep", "out=/runs/x"]
 
@@ -32,7 +33,7 @@ def test_demo_recipe_is_tiny_on_the_cpu():
 @pytest.mark.parametrize("method,lr", [("lora", 2e-4), ("full", 1e-5)])
 def test_method_groups_set_their_learning_rate(method, lr):
     cfg = load_config("train", [f"method={method}", *REQUIRED], TrainConfig)
-    assert cfg.method.name == method and cfg.trainer.lr == lr
+    assert build_method(cfg.method).name == method and cfg.trainer.lr == lr
     # a recipe or the command line still wins over the method's default
     assert load_config("train", [f"method={method}", "trainer.lr=3e-4", *REQUIRED], TrainConfig).trainer.lr == 3e-4
 
@@ -48,7 +49,8 @@ def test_defaults_are_the_documented_small_data_defaults():
     cfg = load_config("train", REQUIRED, TrainConfig)
     t = cfg.trainer
     # model.name=null is filled with the family's default checkpoint when the config is loaded.
-    assert (cfg.model.family, cfg.model.name, cfg.method.name) == ("musicgen", "facebook/musicgen-small", "lora")
+    assert (cfg.model.family, cfg.model.name) == ("musicgen", "facebook/musicgen-small")
+    assert build_method(cfg.method) == Lora(r=16, alpha=16.0, dropout=0.05, targets="attention_ffn")
     assert load_config("train", [*REQUIRED, "model.name=facebook/musicgen-medium"], TrainConfig).model.name == \
         "facebook/musicgen-medium"
     assert (list(t.betas), t.weight_decay, t.grad_clip) == ([0.9, 0.95], 0.1, 1.0)
@@ -88,3 +90,18 @@ def test_sampling_settings_have_one_name_in_every_verb():
     for schema in (GenerateConfig, EvalConfig, TrainConfig().eval.__class__):
         names = {f.name for f in dataclasses.fields(schema)}
         assert "guidance_scale" in names and "guidance" not in names, (schema.__name__, sorted(names))
+
+
+def test_the_method_is_the_class_its_group_names():
+    """method=lora|full instantiate their `_target_` classes with the section's fields; a class that cannot be
+    imported, or is no method, is reported with the key."""
+    from tunekit.train.methods import FullFineTune
+
+    full = build_method(load_config("train", [*REQUIRED, "method=full"], TrainConfig).method)
+    assert isinstance(full, FullFineTune) and full.full and full.name == "full"
+    lora = build_method(load_config("train", [*REQUIRED, "method.r=4", "method.targets=all"], TrainConfig).method)
+    assert lora == Lora(r=4, alpha=16.0, dropout=0.05, targets="all") and not lora.full
+    for target in ("tunekit.train.nope.Lora", "tunekit.train.methods.build_method"):
+        with pytest.raises(ConfigErrors) as err:
+            load_config("train", [*REQUIRED, f"method._target_={target}"], TrainConfig)
+        assert [p for p in err.value.problems if p.startswith("method._target_")], err.value.problems

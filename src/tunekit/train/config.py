@@ -8,11 +8,12 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from tunekit.errors import ConfigError
 from tunekit.loggers import LoggerConfig
 from tunekit.models.config import ModelChoice, ModelsConfig
+from tunekit.train.lora import PRESETS
+from tunekit.train.methods import method_class
 
-METHODS = ("lora", "full")
-LORA_TARGETS = ("attention", "attention_ffn", "all")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 SCHEDULES = ("cosine", "constant")
@@ -29,9 +30,9 @@ class ModelConfig(ModelChoice):
 
 @dataclass
 class MethodConfig:
-    """How the weights are trained: LoRA adapters (peft) or all decoder weights."""
+    """How the weights are trained (tunekit.train.methods): LoRA adapters (peft) or all of the trained module."""
 
-    name: str = "lora"  # lora | full
+    _target_: str = "tunekit.train.methods.Lora"  # set by method=lora | full: tunekit.train.methods.Lora | .FullFineTune
     r: int = 16  # LoRA rank (musicgen-dreamboothing's rank and alpha: 16, 16)
     alpha: float = 16.0  # LoRA alpha; the update is scaled by alpha / r
     dropout: float = 0.05  # dropout on the LoRA branch input
@@ -143,8 +144,11 @@ class TrainConfig:
             if not ok:
                 p.append(f"{key}: {msg}")
 
-        need(m.name in METHODS, "method.name", f"must be one of {', '.join(METHODS)} (got {m.name!r})")
-        need(m.targets in LORA_TARGETS, "method.targets", f"must be one of {', '.join(LORA_TARGETS)}")
+        try:
+            method_class(m._target_)
+        except ConfigError as exc:
+            p.append(f"method._target_: {exc}")
+        need(m.targets in PRESETS, "method.targets", f"must be one of {', '.join(PRESETS)}")
         need(m.r >= 1, "method.r", "LoRA rank must be >= 1")
         need(m.alpha > 0, "method.alpha", "must be > 0")
         need(0 <= m.dropout < 1, "method.dropout", "must be in [0, 1)")

@@ -185,7 +185,9 @@ def _front_matter(cfg: Any, base: str, licence: dict[str, str], library: str) ->
 
     from tunekit.models.hub import is_local_path
 
-    full = cfg.method.name == "full"
+    from tunekit.train.methods import build_method
+
+    full = build_method(cfg.method).full
     meta: dict[str, Any] = dict(licence)
     if not is_local_path(base):
         meta["base_model"] = base
@@ -229,14 +231,10 @@ def model_card(
     `base` is the configured model id; `base_path` what loads it here (the tiny stand-in's folder with
     models=tiny). `library` is the front matter's `library_name` (default: peft for LoRA, transformers for full).
     """
-    full = cfg.method.name == "full"
-    m = cfg.method
-    method = (
-        f"full fine-tune of the decoder ({trainable:,} trainable parameters)"
-        if full
-        else f"LoRA r={m.r}, alpha={m.alpha:g}, dropout={m.dropout:g}, targets `{m.targets}` "
-        f"({trainable:,} trainable of {total:,} parameters)"
-    )
+    from tunekit.train.methods import build_method
+
+    how = build_method(cfg.method)
+    full, method = how.full, how.card(trainable, total)
     t = cfg.trainer
     licence_id = base_licence(cfg)
     licence = card_licence(data, licence_id)

@@ -7,6 +7,7 @@ wi/wo) and EnCodec are never matched and the saved adapter loads onto the stock 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 _LAYERS = r"decoder\.model\.decoder\.layers\.\d+\."
@@ -32,15 +33,21 @@ def target_regex(preset: str) -> str:
     return "(?:" + "|".join(PRESETS[preset]) + ")"
 
 
-def apply_lora(model: Any, r: int, alpha: float, dropout: float, targets: str) -> Any:
-    """Freeze `model` and inject LoRA adapters; returns the peft model (the base model is modified in place)."""
+def inject_lora(model: Any, r: int, alpha: float, dropout: float, pattern: str) -> Any:
+    """Freeze `model` and inject LoRA adapters on the modules whose full name matches `pattern`; returns the
+    peft model (the base model is modified in place)."""
     from peft import LoraConfig, get_peft_model
 
     model.requires_grad_(False)
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_regex(targets), bias="none")
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=pattern, bias="none")
     with warnings.catch_warnings():  # peft asks transformers about checkpointing through a deprecated name
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         return get_peft_model(model, config)
+
+
+def apply_lora(model: Any, r: int, alpha: float, dropout: float, targets: str) -> Any:
+    """MusicGen: `inject_lora` on a target preset (attention | attention_ffn | all)."""
+    return inject_lora(model, r, alpha, dropout, target_regex(targets))
 
 
 def enable_checkpointing(module: Any) -> None:
@@ -51,13 +58,23 @@ def enable_checkpointing(module: Any) -> None:
         module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def unfreeze_decoder(model: Any) -> None:
-    """Full fine-tune: train the decoder and the projections into it; T5 and EnCodec stay frozen."""
+def unfreeze(model: Any, trained: Callable[[str], bool]) -> None:
+    """Full fine-tune: freeze `model`, then train the parameters whose names `trained` selects."""
     model.requires_grad_(False)
     for name, p in model.named_parameters():
-        trained = name.startswith(("decoder.", "enc_to_dec_proj.", "audio_enc_to_dec_proj."))
-        if trained and "embed_positions" not in name:  # the sinusoidal table is fixed by design
+        if trained(name):
             p.requires_grad_(True)
+
+
+def decoder_trained(name: str) -> bool:
+    """MusicGen's full fine-tune trains the decoder and the projections into it; T5 and EnCodec stay frozen,
+    and the sinusoidal position table is fixed by design."""
+    return name.startswith(("decoder.", "enc_to_dec_proj.", "audio_enc_to_dec_proj.")) and "embed_positions" not in name
+
+
+def unfreeze_decoder(model: Any) -> None:
+    """MusicGen: `unfreeze` the decoder and its input projections."""
+    unfreeze(model, decoder_trained)
 
 
 def count_parameters(module: Any) -> tuple[int, int]:

@@ -36,8 +36,9 @@ from tunekit.train.export import copy_attribution, data_card, write_model_card
 from tunekit.train.lm import MusicgenLM, drop_conditions, encode_text, is_melody
 from tunekit.train.loss import build_delayed, codebook_delays, masked_ce_sum
 from tunekit.train.lora import (
-    apply_lora, count_parameters, enable_checkpointing, param_groups, set_decoder_dropout, unfreeze_decoder,
+    count_parameters, decoder_trained, enable_checkpointing, param_groups, set_decoder_dropout, target_regex,
 )
+from tunekit.train.methods import build_method
 from tunekit.train.metrics import reset_step_rss
 from tunekit.train.optim import build_optimizer
 from tunekit.train.preflight import ModelShape, crop_frames, print_plan, select_rows
@@ -152,12 +153,7 @@ def setup(cfg: Any) -> tuple[TrainState, Musicgen, Data]:
 
     # ---- what trains ----
     seed_everything(t.seed)
-    peft_model = None
-    if cfg.method.name == "lora":
-        m = cfg.method
-        peft_model = apply_lora(model, m.r, m.alpha, m.dropout, m.targets)
-    else:
-        unfreeze_decoder(model)
+    peft_model = build_method(cfg.method).apply(model, target_regex=target_regex, trained=decoder_trained)
     if cfg.model.gradient_checkpointing:
         enable_checkpointing(model.decoder)
     lm = MusicgenLM(model)

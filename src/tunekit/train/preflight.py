@@ -178,9 +178,11 @@ def plan_memory(
     cfg: Any, shape: ModelShape, *, trainable: int, on_device: int, precision: str, device: Any
 ) -> dict[str, float]:
     """`estimate_memory` for a training config: its batch, crop, method and precision on `device`."""
+    from tunekit.train.methods import build_method
+
     t, m = cfg.trainer, cfg.method
     kind = getattr(device, "type", str(device))
-    lora = m.name == "lora"
+    lora = not build_method(m).full
     return estimate_memory(
         shape, params_on_device=on_device, trainable=trainable, batch=t.batch_size,
         seq=crop_frames(cfg, shape) + shape.max_delay + shape.prefix, text_len=min(cfg.data.max_text_tokens, 64),
@@ -239,6 +241,7 @@ def print_plan(
 ) -> None:
     """Print (if `show`) what will run and its memory estimate; refuse when weights + optimiser alone cannot fit."""
     from tunekit.errors import ConfigError
+    from tunekit.train.methods import build_method
     from tunekit.train.optim import warmup_steps
 
     t, m = cfg.trainer, cfg.method
@@ -249,17 +252,17 @@ def print_plan(
     fixed = mem["weights_gib"] + mem["optimizer_gib"]
     if have is not None and fixed > have:
         raise ConfigError(
-            f"model.name={cfg.model.name} with method={m.name} needs ~{fixed:.1f} GiB for weights and optimiser "
-            f"alone but {device} has {have:.1f} GiB: use method=lora, a smaller model, or shard across GPUs with "
-            "configs/accelerate/fsdp.yaml", key="method.name")
+            f"model.name={cfg.model.name} with method={build_method(m).name} needs ~{fixed:.1f} GiB for weights and "
+            f"optimiser alone but {device} has {have:.1f} GiB: use method=lora, a smaller model, or shard across GPUs with "
+            "configs/accelerate/fsdp.yaml", key="method")
     if not show:
         return
     hours = tokens.frames[train_rows].sum() / shape.frame_rate / 3600
-    lora = f" r={m.r} alpha={m.alpha:g} targets={m.targets}" if m.name == "lora" else ""
+
     print("tunekit train: pre-flight\n" + format_plan([
         ("model", f"{cfg.model.name}{' (tiny)' if cfg.models.tiny else ''}: {shape.n_codebooks} codebooks, "
                   f"{shape.layers} layers x {shape.hidden}"),
-        ("method", m.name + lora),
+        ("method", build_method(m).plan()),
         ("trainable", f"{human(trainable)} of {human(total)} parameters ({100 * trainable / total:.2f}%)"),
         ("data", f"{len(train_rows)} train windows ({hours:.2f} h, {len(set(tokens.track_id[train_rows]))} tracks), "
                  f"{len(valid_rows)} valid windows ({len(set(tokens.track_id[valid_rows]))} other tracks); "
