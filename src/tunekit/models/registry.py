@@ -20,7 +20,7 @@ class ModelSpec:
 
     id: str  # Hugging Face Hub id, or a Demucs model name (htdemucs, …)
     role: str  # what tunekit uses it for: generator, codec, separator, embedding
-    loader: str  # which loader reads it: musicgen, musicgen_melody, encodec, demucs, clap, vggish
+    loader: str  # which loader reads it: musicgen, musicgen_melody, acestep, encodec, demucs, clap, vggish
     description: str  # one line for `tunekit ls`
     tiny_name: str  # folder under <cache>/tiny/ of the tiny model of the same class
     license: str | None = None  # licence of the pretrained weights (SPDX id), stated in model cards; None: not known
@@ -55,6 +55,19 @@ MODELS: list[ModelSpec] = [
     ModelSpec("facebook/musicgen-stereo-melody-large", "generator", "musicgen_melody",
               f"MusicGen 3.3B, text + melody, stereo (8 codebooks), {_T5}",
               "musicgen-stereo-melody", _MUSICGEN_WEIGHTS),
+    # ACE-Step 1.5 (diffusers AceStepPipeline; weights MIT). 48 kHz stereo, VAE latents at 25 Hz, flow-matching DiT
+    # with a Qwen3 text encoder. Turbo and base are the official diffusers-format XL checkpoints (turbo is the one
+    # diffusers 0.42.1's pipeline example loads); one DiT shape, so a LoRA moves between them. sft is the id of
+    # diffusers' documentation table; a checkpoint in the original layout loads once converted with diffusers'
+    # scripts/convert_ace_step_to_diffusers.py (pass the folder as model.name).
+    ModelSpec("ACE-Step/acestep-v15-xl-turbo-diffusers", "generator", "acestep",
+              "ACE-Step 1.5 XL turbo: guidance-distilled, 8 steps, no CFG (the default)", "acestep-turbo", "MIT"),
+    ModelSpec("ACE-Step/acestep-v15-xl-base-diffusers", "generator", "acestep",
+              "ACE-Step 1.5 XL base: the pre-trained DiT, guidance with the null condition, ~50 steps",
+              "acestep-base", "MIT"),
+    ModelSpec("ACE-Step/acestep-v15-sft", "generator", "acestep",
+              "ACE-Step 1.5 sft: base after supervised fine-tuning, guidance with the null condition, ~50 steps",
+              "acestep-sft", "MIT"),
     # The audio tokenizer of every MusicGen checkpoint above.
     ModelSpec("facebook/encodec_32khz", "codec", "encodec",
               "EnCodec 32 kHz mono, 4 codebooks x 2048 at 50 Hz (MusicGen's audio tokens)", "encodec_32khz"),
@@ -86,6 +99,7 @@ MODELS: list[ModelSpec] = [
 
 DEFAULTS: dict[str, str] = {
     "musicgen": "facebook/musicgen-small",
+    "acestep": "ACE-Step/acestep-v15-xl-turbo-diffusers",
     "encodec": "facebook/encodec_32khz",
     "demucs": "htdemucs",
     "clap": "laion/larger_clap_music",
