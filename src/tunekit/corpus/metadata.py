@@ -24,10 +24,14 @@ from tunekit.corpus.license import LicenseInfo, normalize_license
 from tunekit.errors import ConfigError
 
 METADATA_FILES = ("metadata.csv", "metadata.tsv")
-TEXT_FIELDS = ("license", "artist", "title", "attribution", "source", "source_id", "url", "genre", "date_observed")
-FIELDS = TEXT_FIELDS + ("tags", "instrumental")
+TEXT_FIELDS = (
+    "license", "artist", "title", "attribution", "source", "source_id", "url", "genre", "date_observed",
+    "lyrics_file", "language",
+)
+FIELDS = TEXT_FIELDS + ("tags", "instrumental", "lyrics")
 # Column / key spellings accepted for the fields above.
-_ALIASES = {"licence": "license", "observed": "date_observed", "file": "path"}
+_ALIASES = {"licence": "license", "observed": "date_observed", "file": "path", "lang": "language",
+            "lyrics_path": "lyrics_file"}
 _TRUE = frozenset({"true", "yes", "y", "1", "t"})
 _FALSE = frozenset({"false", "no", "n", "0", "f"})
 _EMBEDDED = ("title", "artist", "license", "copyright", "genre", "date", "album", "comment")
@@ -49,6 +53,9 @@ class TrackMetadata:
     tags: list[str] = field(default_factory=list)
     instrumental: bool | None = None
     date_observed: str | None = None
+    lyrics: str | None = None  # the track's lyrics (plain text, or LRC with timestamps)
+    lyrics_file: str | None = None  # a .txt or .lrc file of lyrics, relative to the corpus root
+    language: str | None = None  # the language of the lyrics (e.g. en, ja)
     license_info: LicenseInfo = field(default_factory=lambda: normalize_license(None))
     license_source: str | None = None  # which source gave the licence: sidecar, csv or embedded
     license_conflict: str | None = None  # "sidecar: CC-BY-NC-SA-4.0; csv: CC-BY-ND-4.0" when the two disagree
@@ -86,6 +93,16 @@ def _tags(value: Any) -> list[str] | None:
     return tags or None
 
 
+def _lyrics(value: Any) -> str | None:
+    """Lyrics as one text: a list of lines is joined with newlines; line breaks inside the text are kept."""
+    if isinstance(value, (list, tuple)):
+        value = "\n".join(str(v).rstrip() for v in value if v is not None)
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
 def _bool(value: Any) -> bool | None:
     if value is None or isinstance(value, bool):
         return value
@@ -111,6 +128,8 @@ def _parse_fields(raw: dict[str, Any], where: str, problems: list[str]) -> dict[
             continue
         if name == "tags":
             parsed: Any = _tags(value)
+        elif name == "lyrics":
+            parsed = _lyrics(value)
         elif name == "instrumental":
             try:
                 parsed = _bool(value)

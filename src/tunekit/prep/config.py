@@ -16,6 +16,7 @@ from omegaconf import MISSING
 from tunekit.audio.loudness import LOUDNESS_POLICIES
 from tunekit.models.config import ModelsConfig
 from tunekit.prep.caption import CaptionConfig
+from tunekit.prep.latents import LatentsConfig
 from tunekit.prep.registry import ORDER, STAGES, stage_problems
 from tunekit.prep.separate import SeparateConfig
 from tunekit.prep.tag import TagConfig
@@ -30,8 +31,8 @@ AUDIO_FORMATS = ("flac", "wav")
 DEFAULT_EXTENSIONS = ["wav", "flac", "mp3", "ogg", "oga", "opus", "m4a", "aac", "mp4", "aif", "aiff"]
 # The stages that need no neural model, in pipeline order.
 CORE_STAGES = [name for name in ORDER if STAGES[name].model_digest is None]
-# The default pipeline (pipelines/musicgen.yaml): every stage, in the registry's order.
-DEFAULT_STAGES = list(ORDER)
+# The default pipeline (pipelines/musicgen.yaml): every stage in the registry's order but ACE-Step's `latents`.
+DEFAULT_STAGES = [name for name in ORDER if name != "latents"]
 
 
 @dataclass
@@ -204,6 +205,7 @@ class PrepConfig:
     tag: TagConfig = field(default_factory=TagConfig)  # tempo, key, genre, mood and instrument tags
     caption: CaptionConfig = field(default_factory=CaptionConfig)  # natural-language captions
     tokens: TokensConfig = field(default_factory=TokensConfig)  # EnCodec tokens for training
+    latents: LatentsConfig = field(default_factory=LatentsConfig)  # ACE-Step VAE latents and conditioning for training
 
     @classmethod
     def problems(cls, cfg: Any) -> list[str]:

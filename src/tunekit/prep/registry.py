@@ -29,13 +29,14 @@ class StageSpec:
     key_fields: tuple[str, ...] = ()  # row fields (besides the audio) the result depends on, folded into the key
     reduce: str | None = None  # "module:function" (rows, section, ctx) -> rows run once over all rows after the map
     probe: str | None = None  # for uncached stages: "module:function" that answers cheaply or returns None
-    inline: bool = False  # cheap stage: run in the main process instead of the worker pool
+    inline: bool = False  # run in the main process, not the pool: cheap stages, model stages holding one model at a time
     batch_size: int | None = None  # when set, fn maps a list of rows to a list of results (model stages)
     model_digest: str | None = None  # "module:function" (section, models) -> str folded into the key
     preflight: str | None = None  # "module:function" (section, models) -> problems with values the model must accept
+    describe: str | None = None  # "module:function" (section, models) -> what summary.json records of its model
 
     def function(self, attr: str = "fn") -> Callable[..., Any]:
-        """Import and return the callable named by `attr` (fn, reduce, probe, model_digest, preflight)."""
+        """Import and return the callable named by `attr` (fn, reduce, probe, model_digest, preflight, describe)."""
         target = getattr(self, attr)
         if target is None:
             raise ValueError(f"stage {self.name!r} has no {attr}")
@@ -62,7 +63,8 @@ def load(target: str, stage: str = "") -> Callable[..., Any]:
 
 # The canonical order. Duplicates are resolved once the licence and quality verdicts are known;
 # separation runs on decoded audio *before* loudness normalisation (loudness is measured on what is
-# kept); tagging and captions run on windows; tokens last.
+# kept); tagging and captions run on windows; then the generator's own encoding: EnCodec tokens (MusicGen) or
+# VAE latents and conditioning (ACE-Step). A pipeline lists one of the two.
 ORDER: tuple[str, ...] = (
     "ingest",
     "license",
@@ -76,6 +78,7 @@ ORDER: tuple[str, ...] = (
     "tag",
     "caption",
     "tokens",
+    "latents",
 )
 
 # Stages every pipeline needs: without them there is no dataset to write.
@@ -151,6 +154,21 @@ STAGES: dict[str, StageSpec] = {
             reduce="tunekit.prep.tokens:write_tokens",
             model_digest="tunekit.prep.tokens:tokens_model_digest",
             preflight="tunekit.prep.tokens:tokens_preflight",
+        ),
+        # latents: ACE-Step's VAE latents and conditioning, read by its trainer. Inline (in the main process), so
+        # one encoder at a time is resident: the VAE over every window in the map, the condition encoders in the
+        # reduce, which also writes each track's file.
+        StageSpec(
+            "latents",
+            "tunekit.prep.latents:encode_latent_windows",
+            ("latents",),
+            kind="window",
+            batch_size=8,
+            inline=True,
+            reduce="tunekit.prep.latents:write_latents",
+            model_digest="tunekit.prep.latents:latents_model_digest",
+            preflight="tunekit.prep.latents:latents_preflight",
+            describe="tunekit.prep.latents:describe_latents",
         ),
     ]
 }

@@ -243,6 +243,10 @@ def run_prep(cfg: Any) -> int:
                 failures,
             )
             summary["workers_start_s"] = round(engine.executor_start_s, 3)
+            summary["pipeline"] = pc.pipeline_name
+            models = stage_models(pc)
+            if models:
+                summary["models"] = models
             write_summary(summary, out)
             log.info("done: %s", json.dumps(summary["counts"]))
             for failure in failures:
@@ -278,6 +282,21 @@ def no_windows_problems(rows: list[Any]) -> list[str]:
         f"{status.get('rejected', 0)} rejected and {status.get('failed', 0)} failed"
         + (f" (most common reasons: {why})" if why else "")
     ]
+
+
+def stage_models(cfg: PrepConfig) -> dict[str, Any]:
+    """What the pipeline's model stages record of their models in summary.json (`models`, by stage)."""
+    from tunekit.prep.engine import section_for
+    from tunekit.prep.registry import STAGES
+
+    out: dict[str, Any] = {}
+    for name in cfg.stages:
+        spec = STAGES.get(name)
+        if spec is not None and spec.describe:
+            facts = spec.function("describe")(section_for(spec, cfg), cfg.models)
+            if facts:
+                out[name] = facts
+    return out
 
 
 def _one_math_thread_per_process() -> None:
