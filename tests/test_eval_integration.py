@@ -47,12 +47,20 @@ def _eval(overrides: list[str]) -> int:
     return run_eval(load_config("eval", overrides, EvalConfig))
 
 
-def _check_block(block: dict, embeddings: list[str]) -> None:
+def _check_block(block: dict, embeddings: list[str], dims: dict[str, int]) -> None:
     for emb in embeddings:
         entry = block[emb]
         assert np.isfinite(entry["fad"]) and entry["n"] >= 2
+        assert np.isfinite(entry["kad"]) and entry["kad_n"] == entry["n"]
         fit = entry["fad_inf"]
-        assert set(fit) >= {"a", "b", "r2", "sizes"} and fit["sizes"][-1] == entry["n"]
+        if entry["n"] >= 3 * dims[emb]:  # subsets of at least 2·d frames, up to 1.5× that
+            assert set(fit) >= {"a", "b", "r2", "sizes"} and fit["sizes"][-1] == entry["n"]
+            assert fit["sizes"][0] >= 2 * dims[emb]
+        else:
+            assert fit is None and any("plain FAD only" in w for w in entry["warnings"]), entry["warnings"]
+
+
+TINY_DIMS = {"clap": 32, "encodec": 16, "vggish": 128}  # the tiny embedders' dimensions
 
 
 def test_standalone_scores_two_folders(tmp_path, fresh_stats_cache):
@@ -72,7 +80,12 @@ def test_standalone_scores_two_folders(tmp_path, fresh_stats_cache):
     assert _eval(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["mode"] == "standalone" and set(metrics) >= {"generated", "reference", "versions", "models"}
-    _check_block(metrics["generated"], ["clap", "encodec", "vggish"])
+    _check_block(metrics["generated"], ["clap", "encodec", "vggish"], TINY_DIMS)
+    assert metrics["generated"]["encodec"]["fad_inf"] is not None  # 400 frames at d = 16
+    assert "delta" not in metrics  # one generated set: nothing to pair
+    for emb in ("clap", "encodec", "vggish"):
+        assert metrics["reference"][emb]["kad_bandwidth"] > 0 and np.isfinite(metrics["reference"][emb]["reconstruction"]["kad"])
+    assert any("generated clips are 2 s long (median) and reference clips 2.5 s" in w for w in metrics["warnings"])
     assert metrics["generated"]["vggish"]["n"] == 4 * 2  # 2 s per clip → two 0.96 s patches each
     assert metrics["generated"]["encodec"]["n"] == 4 * 100  # 50 frames per second
     assert metrics["generated"]["clap"]["n"] == 4  # one 10 s window per clip
@@ -173,13 +186,14 @@ def training_run(tmp_path_factory) -> Path:
 
 def test_run_mode_scores_base_and_finetuned(training_run, fresh_stats_cache):
     run = training_run
-    args = [f"run={run}", "models=tiny", fresh_stats_cache, "duration=1.0", "batch_size=4", "fad_inf_steps=3"]
+    args = [f"run={run}", "models=tiny", fresh_stats_cache, "duration=1.0", "batch_size=4", "fad_inf_steps=3",
+            "bootstrap=200"]
     assert _eval(args) == 0
     out = run / "eval"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["mode"] == "run" and set(metrics) >= {"base", "finetuned", "reference"}
     for which in ("base", "finetuned"):
-        _check_block(metrics[which], ["clap", "encodec", "vggish"])
+        _check_block(metrics[which], ["clap", "encodec", "vggish"], TINY_DIMS)
         assert metrics[which]["clap_score_n"] == 4  # the four held-out (test) windows' captions
         files = sorted(p.name for p in (out / "audio" / which).glob("*.wav"))
         assert files == ["t0-w0.wav", "t0-w1.wav", "t1-w0.wav", "t1-w1.wav"]
@@ -193,12 +207,23 @@ def test_run_mode_scores_base_and_finetuned(training_run, fresh_stats_cache):
     assert metrics["base"]["encodec"]["fad"] != metrics["finetuned"]["encodec"]["fad"]
     ref = metrics["reference"]
     assert ref["n_clips"] == 4 and ref["splits"] == ["test"] and ref["clap_score_n"] == 4
+    # 1 s clips against 2 s windows: each window keeps its first second.
+    assert metrics["generation"]["duration"] == 1.0 and ref["crop"] == {**ref["crop"], "seconds": 1.0, "cropped": 4}
+    assert ref["encodec"]["n"] == 4 * 50 and ref["vggish"]["n"] == 4
+    delta = metrics["delta"]
+    assert set(delta) == {f"{m}_{e}" for m in ("fad", "kad") for e in ("clap", "encodec", "vggish")} | {"clap_score"}
+    for key, d in delta.items():
+        assert d["n"] == 4 and d["resamples"] > 150 and d["ci95"][0] <= d["ci95"][1], (key, d)
+        assert d["verdict"] is None and "at least 10" in d["note"]  # four prompts are too few for a verdict
+    assert delta["fad_encodec"]["value"] == pytest.approx(metrics["finetuned"]["encodec"]["fad"] - metrics["base"]["encodec"]["fad"])
+    assert delta["kad_vggish"]["value"] == pytest.approx(metrics["finetuned"]["vggish"]["kad"] - metrics["base"]["vggish"]["kad"])
     for emb in ("clap", "encodec", "vggish"):
         assert np.isfinite(ref[emb]["reconstruction"]["fad"]) and ref[emb]["reconstruction"]["codebooks"] == 4
     assert metrics["models"]["generator_base"].endswith("musicgen-tiny-codec")
     html = (out / "report.html").read_text()
-    assert "Training curves" in html and html.count('<tr data-metric="') == 7
-    assert html.count("<audio") >= 8 and ("better" in html or "worse" in html)
+    assert "Training curves" in html and html.count('<tr data-metric="') == 10
+    assert html.count("<audio") >= 8 and html.count("<li data-delta=") == len(delta)
+    assert "▲" not in html and "▼" not in html  # no verdict from four prompts, so no marks
     runs = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1 and runs[0].stat().st_size > 0
     _check_wandb_media(runs[0].parent, out / "wandb" / "data", n_clips=4, sets=("base", "finetuned"))
@@ -228,6 +253,13 @@ def test_run_mode_checks_frames_before_generating(training_run, fresh_stats_cach
     assert any(p.startswith("vggish: the generated set gives 0 frame(s)") for p in problems), problems
     assert not any(p.startswith("encodec:") for p in problems), problems  # 25 frames at 50 Hz are enough
     assert not any("reference set" in p and p.startswith("encodec") for p in problems), problems
+
+    # Without duration=, clips are as long as the reference windows (2 s): one CLAP window, still too few.
+    with pytest.raises(ConfigErrors) as err:
+        _eval([f"run={training_run}", "models=tiny", fresh_stats_cache, "logger=none", "n_samples=1"])
+    problems = err.value.problems
+    assert any(p.startswith("clap: the generated set gives 1 frame(s)") and "duration=2)" in p for p in problems), problems
+    assert not any(p.startswith("vggish: the generated set") for p in problems), problems  # two 0.96 s patches
 
 
 def test_frames_for_seconds_matches_the_embedders():

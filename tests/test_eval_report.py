@@ -1,4 +1,5 @@
-"""report.html: content, better/worse marks, self-containment, and a real render in headless Chromium."""
+"""report.html: content, verdicts and better/worse marks from the paired intervals, self-containment, and a real
+render in headless Chromium."""
 
 from __future__ import annotations
 
@@ -37,11 +38,17 @@ def _set(tmp: Path, name: str, freq: float, fad: dict[str, float], clap: float) 
     metrics = {"n_clips": 3, "clap_score": clap, "clap_score_n": 3}
     for emb in EMBEDDINGS:
         metrics[emb] = {"fad": fad[emb], "n": 30, "dim": 8, "fad_inf": _fit(fad[emb] - 0.5), "warnings": [],
+                        "kad": fad[emb] / 10, "kad_n": 30,
                         "outliers": [{"id": "p1", "distance": 9.0}, {"id": "p0", "distance": 2.0}]}
     distances = {emb: {cid: float(i) for i, cid in enumerate(PROMPTS)} for emb in EMBEDDINGS}
     score = ClapScore(mean=clap, std=0.01, n=3, per_item={cid: clap for cid in PROMPTS})
     return SetScores(name=name, audio_set=AudioSet(name, folder, "folder", items), metrics=metrics,
                      distances=distances, clap=score)
+
+
+def _delta(value: float, ci: tuple[float, float], verdict: str, lower: bool) -> dict:
+    return {"value": value, "ci95": list(ci), "n": 40, "verdict": verdict, "lower_is_better": lower,
+            "resamples": 1000, "note": None}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +65,17 @@ def report(tmp_path_factory) -> tuple[Path, str, dict]:
                       "vggish": {"n": 40, "reconstruction": {"fad": 1.0, "fad_inf": _fit(0.9), "n": 40,
                                                              "warnings": ["reconstructed reference: 40 frames for 128-d"]}}},
         "warnings": ["a top-level warning"],
+        "generation": {"duration": 30.0, "duration_source": "median length of the reference windows"},
+        "delta": {
+            "fad_clap": _delta(-0.3, (-0.5, -0.1), "better", True),
+            "kad_clap": _delta(-0.03, (-0.08, 0.02), "no clear difference", True),
+            "fad_vggish": _delta(1.0, (-0.5, 2.5), "no clear difference", True),
+            "kad_vggish": _delta(0.1, (0.02, 0.2), "worse", True),
+            "clap_score": _delta(0.1, (0.04, 0.15), "better", False),
+        },
+        "delta_settings": {"resamples": 1000},
     }
+    metrics["reference"]["crop"] = {"seconds": 30.0, "cropped": 2}
     training = [{"step": s, "loss": 6.0 / s, "lr": 1e-4, "valid_loss": (6.5 / s if s % 2 == 0 else None)} for s in range(1, 9)]
     html = render_report(metrics, [base, finetuned], title="eval <test>", embeddings=EMBEDDINGS, n_clips=10,
                          reference=base.audio_set, training=training, n_reference_clips=1)
@@ -73,14 +90,42 @@ def _row(html: str, metric: str) -> str:
     return m.group(1)
 
 
-def test_metrics_table_marks_better_and_worse(report):
+def test_metrics_table_marks_only_differences_whose_interval_excludes_zero(report):
     _, html, _ = report
-    assert 'class="better">▲ better (-0.3)' in _row(html, "FAD clap")  # lower FAD is better
-    assert 'class="worse">▼ worse (+1)' in _row(html, "FAD vggish")
-    assert 'class="better">▲ better (+0.1)' in _row(html, "CLAP score")  # higher CLAP is better
+    assert 'class="better">▲ better (-0.3 [-0.5, -0.1])' in _row(html, "FAD clap")  # lower FAD is better
+    assert 'class="worse">▼ worse (+0.1 [+0.02, +0.2])' in _row(html, "KAD vggish")
+    assert 'class="better">▲ better (+0.1 [+0.04, +0.15])' in _row(html, "CLAP score")  # higher CLAP is better
+    # FAD vggish went up by 1, but its interval spans 0: no arrow.
+    vggish = _row(html, "FAD vggish")
+    assert 'class="unclear">= no clear difference (+1 [-0.5, +2.5])' in vggish and "▼" not in vggish
+    assert "▲" not in _row(html, "KAD clap") and "▼" not in _row(html, "KAD clap")
+    assert "no interval" in _row(html, "FAD∞ clap") and "▲" not in _row(html, "FAD∞ clap")
     assert "<td>0.35</td>" in _row(html, "CLAP score")  # the reference ceiling
     assert "<td>1</td>" in _row(html, "FAD vggish")  # the reconstruction floor
     assert "<td>0.3</td>" in _row(html, "FAD∞ clap")  # a of the fine-tuned fit (0.5 − 0.5 + … as given)
+
+
+def test_report_opens_with_one_verdict_per_metric(report):
+    _, html, metrics = report
+    top = html[: html.index("<h2>Metrics")]
+    lines = re.findall(r'<li data-delta="([^"]+)" class="([^"]+)"><b>([^<]+)</b>: ([^<]+)<', top)
+    assert [key for key, *_ in lines] == list(metrics["delta"])
+    got = {label: (css, what.strip()) for _, css, label, what in lines}
+    assert got["FAD clap"] == ("better", "fine-tuned is better than base")
+    assert got["FAD vggish"] == ("unclear", "no clear difference between fine-tuned and base")
+    assert got["KAD vggish"] == ("worse", "fine-tuned is worse than base")
+    assert got["CLAP score"] == ("better", "fine-tuned is better than base")
+    assert "95% interval [-0.5, +2.5] over 40 prompts" in top
+    assert "cropped to their first 30 s" in top
+
+
+def test_no_marks_without_an_interval(report, tmp_path):
+    from tunekit.eval.report import metrics_table
+
+    _, _, metrics = report
+    bare = {k: v for k, v in metrics.items() if k != "delta"}
+    html = metrics_table(bare, ["base", "finetuned"], EMBEDDINGS)
+    assert "▲" not in html and "▼" not in html and "(-0.3) <span" in html
 
 
 def test_page_is_self_contained_and_escaped(report):
@@ -127,7 +172,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert attrs.get("media-ready") == "1", attrs
     assert attrs["images-ok"] == str(n_img) and attrs["images-bad"] == "0"  # every spectrogram PNG decoded
     assert attrs["audio-ok"] == str(n_audio) and attrs["audio-bad"] == "0"  # every OGG clip loaded its metadata
-    assert len(re.findall(r'<tr data-metric="', dom)) == 2 * len(EMBEDDINGS) + 1
+    assert len(re.findall(r'<tr data-metric="', dom)) == 3 * len(EMBEDDINGS) + 1
     assert len(re.findall(r'<tr class="outlier"', dom)) == 2 * 2 * len(EMBEDDINGS)
     assert dom.count("<svg") >= 5  # training curves, FAD∞ fits, bar charts
     console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]

@@ -13,7 +13,8 @@ EMBEDDING_NAMES = ("clap", "encodec", "vggish")
 
 @dataclass
 class EvalConfig:
-    """Score generated music against reference music: FAD (+ FAD∞) per embedding and the CLAP score."""
+    """Score generated music against reference music: FAD (+ FAD∞) and KAD per embedding and the CLAP score;
+    in run mode also fine-tuned − base for each, with a bootstrap interval over the prompts."""
 
     run: str | None = None  # training run folder: generate with its base and fine-tuned models, score both
     generated: str | None = None  # standalone mode: folder of generated audio to score (with reference=)
@@ -21,7 +22,7 @@ class EvalConfig:
     out: str | None = None  # output folder; required in standalone mode; run mode: <run>/eval
     prompts: str | None = None  # standalone mode: CSV/JSONL mapping clip id to prompt, for the CLAP score
     reference_splits: list[str] = field(default_factory=lambda: ["test"])  # prep splits used as the held-out reference
-    embeddings: list[str] = field(default_factory=lambda: ["clap", "encodec", "vggish"])  # embeddings to compute FAD with
+    embeddings: list[str] = field(default_factory=lambda: ["clap", "encodec", "vggish"])  # embeddings to compute FAD and KAD with
     clap_model: str = "laion/larger_clap_music"  # CLAP checkpoint for the CLAP score and CLAP FAD
     encodec_model: str = "facebook/encodec_32khz"  # EnCodec for latent FAD (and the standalone reconstruction floor)
     vggish_model: str = "torchvggish"  # VGGish weights: folder, .pth/.safetensors file, Hub repo, or torchvggish
@@ -29,12 +30,15 @@ class EvalConfig:
     reconstruction_floor: bool = True  # FAD of codec-reconstructed reference vs the reference (the floor a model can reach)
     fad_inf: bool = True  # fit FAD∞ = a in FAD(n) = a + b/n over subsets drawn without replacement
     fad_inf_steps: int = 10  # number of subset sizes in the FAD∞ fit
-    fad_inf_min_n: int = 0  # smallest subset in frames; 0: a quarter of the frames
+    fad_inf_min_n: int = 0  # smallest subset in frames; 0: a quarter of the frames; never below 2 × the embedding dimension
     fad_inf_draws: int = 3  # random subsets per size
+    kad: bool = True  # Kernel Audio Distance (kadtk's unbiased MMD² × 100, bandwidth from the reference) beside FAD
+    kad_max_frames: int = 10000  # frames per side KAD uses; above it every k-th frame of each clip (0: all)
+    bootstrap: int = 1000  # run mode: resamples of the prompts for the 95% interval of each fine-tuned − base difference (0: none)
     outliers: int = 5  # clips listed as furthest from the reference, per embedding
-    seed: int = 0  # base seed: the batch starting at prompt i samples with seed + i (base and fine-tuned alike); also seeds FAD∞ subsets
+    seed: int = 0  # base seed: the batch starting at prompt i samples with seed + i (base and fine-tuned alike); also seeds FAD∞ subsets and the bootstrap
     n_samples: int = 0  # run mode: held-out prompts to generate (0: all)
-    duration: float = 10.0  # run mode: seconds of audio generated per prompt
+    duration: float | None = None  # run mode: seconds per prompt; null: the reference windows' median length (longer windows keep their first `duration` s)
     guidance_scale: float = 3.0  # run mode: classifier-free guidance coefficient (same for base and fine-tuned)
     top_k: int = 250  # run mode: top-k sampling
     temperature: float = 1.0  # run mode: sampling temperature
@@ -76,11 +80,13 @@ class EvalConfig:
         for key in ("fad_inf_draws", "batch_size"):
             if getattr(cfg, key) < 1:
                 out.append(f"{key} must be at least 1 (key: {key})")
-        for key in ("n_samples", "outliers", "report_clips", "fad_inf_min_n"):
+        for key in ("n_samples", "outliers", "report_clips", "fad_inf_min_n", "kad_max_frames", "bootstrap"):
             if getattr(cfg, key) < 0:
                 out.append(f"{key} must not be negative (key: {key})")
-        if cfg.duration <= 0:
-            out.append("duration must be positive, in seconds (key: duration)")
+        if cfg.duration is not None and cfg.duration <= 0:
+            out.append("duration must be positive, in seconds, or null for the reference windows' length (key: duration)")
+        if cfg.kad and 0 < cfg.kad_max_frames < 2:
+            out.append("kad_max_frames must be at least 2 (or 0 for all frames) (key: kad_max_frames)")
         if not cfg.reference_splits:
             out.append("reference_splits must name at least one prep split, e.g. [test] (key: reference_splits)")
         return out

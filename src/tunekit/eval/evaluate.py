@@ -1,8 +1,9 @@
 """Score audio sets against a reference into the metrics.json dict, for both modes of `tunekit eval`.
 
 `load_embedders` builds the configured embedders; `sample_size_problems` says, before any audio is generated
-or embedded, what keeps FAD from being computed; `evaluate` scores every set (FAD, FAD∞, outliers and the
-CLAP score, by `tunekit.eval.score`), adds the reconstruction floor, and assembles metrics.json.
+or embedded, what keeps FAD and KAD from being computed; `evaluate` scores every set (FAD, FAD∞, KAD, outliers
+and the CLAP score, by `tunekit.eval.score`), adds the reconstruction floor and, for a pair of sets generated
+from the same prompts, the paired comparison (`delta`), and assembles metrics.json.
 """
 
 from __future__ import annotations
@@ -13,14 +14,19 @@ import platform
 from typing import Any
 
 from tunekit.eval.config import EvalConfig
+from tunekit.eval.kad import BLOCK, MEDIAN_FRAMES, SCALE
+from tunekit.eval.paired import LEVEL, MIN_PROMPTS
 from tunekit.eval.reconstruction import CodecSource, encodec_source
 from tunekit.eval.score import (
     FadSettings,
+    Reference,
     SetScores,
     clap_fields,
     floor_metrics,
     log,
+    paired_deltas,
     prompt_score,
+    reference_for,
     score_set,
     set_statistics,
 )
@@ -66,11 +72,12 @@ def load_embedders(config: EvalConfig, names: list[str] | None = None) -> list[A
 def sample_size_problems(
     embedders: list[Any], sides: dict[str, tuple[list[float], str]]
 ) -> list[str]:
-    """What keeps FAD from being computed, per embedding and side, before any audio is generated or embedded.
+    """What keeps FAD and KAD from being computed, per embedding and side, before any audio is generated or embedded.
 
     `sides` maps a side's name to its clip lengths in seconds and the config keys that change them. FAD needs
-    at least two embedding frames on each side (a covariance); each embedder's window policy says how many
-    frames a clip of a given length gives.
+    at least two embedding frames on each side (a covariance), and so does KAD (pairs of distinct frames); a
+    full-rank covariance, which only FAD needs, is a warning after scoring, not a refusal. Each embedder's
+    window policy says how many frames a clip of a given length gives.
     """
     from collections import Counter
 
@@ -85,7 +92,7 @@ def sample_size_problems(
                 longest = max(seconds, default=0.0)
                 out.append(
                     f"{e.name}: the {side} set gives {frames} frame(s) from {len(seconds)} clip(s) of at most "
-                    f"{longest:g} s ({e.policy}); FAD needs at least 2: {fix}, or leave {e.name} out of `embeddings` "
+                    f"{longest:g} s ({e.policy}); FAD and KAD need at least 2: {fix}, or leave {e.name} out of `embeddings` "
                     f"(e.g. embeddings=[{','.join(x.name for x in embedders if x is not e) or 'clap'}])"
                 )
     return out
@@ -98,13 +105,17 @@ def evaluate(
     *,
     codec: CodecSource | None = None,
     embedders: list[Any] | None = None,
+    paired: tuple[str, str] | None = None,
 ) -> tuple[dict[str, Any], list[SetScores]]:
     """Score each set against the reference; returns the metrics.json dict and the per-set scores.
 
     `codec` is the generator's own audio codec for the reconstruction floor (run mode); without it
     the floor uses `config.encodec_model`. `embedders` are the configured embedders when already
-    loaded (by `load_embedders`).
+    loaded (by `load_embedders`). `paired` names two sets generated from the same prompts and seeds
+    (base, fine-tuned): metrics.json then gets `delta`, the second minus the first per metric with its
+    bootstrap interval (`config.bootstrap` resamples).
     """
+    from tunekit.models.device import resolve_device
     from tunekit.models.embedders import ClapEmbedder
     from tunekit.paths import cache_dir
 
@@ -121,20 +132,28 @@ def evaluate(
     cache_root = cache_dir() if config.cache else None
     settings = fad_settings(config)
 
-    ref_stats, cached = set_statistics(all_embedders, reference, batch_size=config.batch_size, cache_root=cache_root)
+    ref_stats, cached = set_statistics(all_embedders, reference, batch_size=config.batch_size, cache_root=cache_root,
+                                       keep_frames=config.kad)
     if cached:
         log(f"reference statistics from the cache for {', '.join(cached)}")
+    device = resolve_device(config.device)
+    references = {
+        name: reference_for(ref_stats[name], kad=config.kad, kad_max_frames=config.kad_max_frames, device=device,
+                            what=name)
+        for name in config.embeddings
+    }
     scores = [
         score_set(
             name,
             audio_set,
             all_embedders,
             list(config.embeddings),
-            ref_stats,
+            references,
             batch_size=config.batch_size,
             fad_settings=settings,
             n_outliers=config.outliers,
             clap_embedder=clap if want_clap else None,
+            kad_max_frames=config.kad_max_frames,
         )
         for name, audio_set in sets.items()
     ]
@@ -149,6 +168,9 @@ def evaluate(
     }
     for e in embedders:
         ref_metrics[e.name] = {"n": ref_stats[e.name].n, "dim": ref_stats[e.name].dim, "reconstruction": None}
+        kad_ref = references[e.name].kad
+        if kad_ref is not None:
+            ref_metrics[e.name].update({"kad_n": kad_ref.n, "kad_bandwidth": kad_ref.bandwidth})
     ref_prompts = reference.prompts()
     ref_score = None
     if want_clap and clap is not None and ref_prompts:
@@ -158,7 +180,7 @@ def evaluate(
     if config.reconstruction_floor and embedders:
         if codec is None:
             codec = encodec_source(config, embedders)
-        floor = reconstruction_floor(config, embedders, reference, ref_stats, cache_root, settings, codec)
+        floor = reconstruction_floor(config, embedders, reference, references, cache_root, settings, codec)
         for name, entry in floor.items():
             ref_metrics[name]["reconstruction"] = entry
 
@@ -168,7 +190,11 @@ def evaluate(
         "seed": config.seed,
         "embeddings": {e.name: e.describe() for e in all_embedders},
         "fad_inf_settings": {"steps": settings.steps, "min_n": settings.min_n, "draws": settings.draws,
-                             "replace": False, "enabled": settings.enabled},
+                             "replace": False, "enabled": settings.enabled, "min_subset": "2 × dim"},
+        "kad_settings": {"enabled": config.kad, "kernel": "gaussian rbf", "scale": SCALE,
+                         "bandwidth": "median pairwise distance of the reference frames",
+                         "bandwidth_frames": MEDIAN_FRAMES, "max_frames": config.kad_max_frames, "block": BLOCK,
+                         "device": device},
         "models": {"clap": config.clap_model, "encodec": config.encodec_model, "vggish": config.vggish_model,
                    "tiny": bool(config.models.tiny)},
         "reference": ref_metrics,
@@ -177,6 +203,14 @@ def evaluate(
         metrics[s.name] = s.metrics
     if ref_score is not None:
         ref_metrics["clap_score_unmatched"] = len(ref_score.unmatched)
+    if paired is not None:
+        by_name = {s.name: s for s in scores}
+        deltas = paired_deltas(by_name[paired[0]], by_name[paired[1]], references, list(config.embeddings),
+                               resamples=config.bootstrap, seed=config.seed)
+        metrics["delta"] = {k: d.to_dict() for k, d in deltas.items()}
+        metrics["delta_settings"] = {"of": f"{paired[1]} − {paired[0]}", "resamples": config.bootstrap,
+                                     "level": LEVEL, "interval": "percentile", "unit": "prompt",
+                                     "seed": config.seed, "min_prompts_for_verdict": MIN_PROMPTS}
     return metrics, scores
 
 
@@ -184,12 +218,12 @@ def reconstruction_floor(
     config: EvalConfig,
     embedders: list[Any],
     reference: AudioSet,
-    ref_stats: dict[str, Any],
+    references: dict[str, Reference],
     cache_root: Any,
     settings: FadSettings,
     codec: CodecSource,
 ) -> dict[str, dict[str, Any]]:
-    """FAD of the reference after encode → decode through the codec, per embedding."""
+    """FAD and KAD of the reference after encode → decode through the codec, per embedding."""
     from tunekit.eval.reconstruction import bandwidth_for, reconstruct
     from tunekit.models.device import resolve_device
 
@@ -205,7 +239,8 @@ def reconstruction_floor(
 
     recon, _ = set_statistics(embedders, reference, batch_size=config.batch_size, cache_root=cache_root,
                               variant=variant, transform=transform, keep_frames=True)
-    floor = floor_metrics(recon, ref_stats, settings, [e.name for e in embedders])
+    floor = floor_metrics(recon, references, settings, [e.name for e in embedders],
+                          kad_max_frames=config.kad_max_frames)
     for entry in floor.values():
         entry["codec"] = codec.id
         entry["codebooks"] = codec.codebooks

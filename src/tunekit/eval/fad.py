@@ -4,12 +4,17 @@ FAD is biased by the number of frames N (≈ c/N for two samples of one distribu
 (Chong & Forsyth, "Effectively Unbiased FID and Inception Score and where to find them") fits
 FAD(n) = a + b/n over random subsets of the generated frames and reports the intercept a. The
 subsets are drawn **without** replacement: drawn with replacement they converge to the finite
-pool's own FAD and keep its bias (`replace=True` exists only to show that contrast).
+pool's own FAD and keep its bias (`replace=True` exists only to show that contrast). Every subset has at
+least 2·d frames (d the embedding dimension): a smaller one has a rank-deficient covariance whose FAD falls off
+the a + b/n line and drags the intercept below zero. A pool too small for such subsets gets plain FAD and a
+warning instead of a fit.
+
+`FadGroups` recomputes FAD for any resample of whole clips from per-clip sums (the paired bootstrap).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -59,12 +64,34 @@ def rank_warning(n: int, dim: int, what: str) -> str | None:
     )
 
 
-def subset_sizes(n: int, *, steps: int, min_n: int = 0) -> list[int]:
-    """`steps` distinct subset sizes from `min_n` (default n//4, at least 2) to n, evenly spaced."""
-    lo = min_n if min_n > 0 else max(2, n // 4)
-    lo = max(2, min(lo, n))
-    sizes = sorted({int(round(s)) for s in np.linspace(lo, n, max(2, steps))})
-    return sizes
+MIN_SUBSET_DIMS = 2  # FAD∞ subsets hold at least this many times d frames
+MIN_SPAN = 1.5  # the whole pool is at least this many times the smallest subset, so 1/n spans a line worth fitting
+
+
+def smallest_subset(n: int, *, min_n: int = 0, dim: int = 0) -> int:
+    """The smallest FAD∞ subset: `min_n` (default n//4), never below 2·dim frames nor 2."""
+    lo = min_n if min_n > 0 else n // 4
+    return max(2, lo, MIN_SUBSET_DIMS * dim)
+
+
+def subset_sizes(n: int, *, steps: int, min_n: int = 0, dim: int = 0) -> list[int]:
+    """`steps` distinct subset sizes from `smallest_subset` to n, evenly spaced (empty when n is below it)."""
+    lo = smallest_subset(n, min_n=min_n, dim=dim)
+    if lo > n:
+        return []
+    return sorted({int(round(s)) for s in np.linspace(lo, n, max(2, steps))})
+
+
+def fad_inf_problem(n: int, *, steps: int, min_n: int = 0, dim: int = 0, what: str = "generated") -> str | None:
+    """Why a pool of n frames gets no FAD∞ fit (None when it does): too few frames above the smallest subset."""
+    lo = smallest_subset(n, min_n=min_n, dim=dim)
+    if n >= MIN_SPAN * lo and len(subset_sizes(n, steps=steps, min_n=min_n, dim=dim)) >= 2:
+        return None
+    need = int(np.ceil(MIN_SPAN * lo))
+    return (
+        f"{what}: FAD∞ needs at least {need} frames ({MIN_SPAN:g}× its smallest subset of {lo} frames, "
+        f"max(2·d, fad_inf_min_n)); {n} frames give plain FAD only: evaluate more or longer clips"
+    )
 
 
 def fit_inverse_n(sizes: list[int] | np.ndarray, values: list[float] | np.ndarray) -> tuple[float, float, float]:
@@ -93,11 +120,12 @@ def fad_inf(
     """FAD∞ of generated (frames, dim) embeddings against a reference Gaussian.
 
     At each subset size, `draws` random subsets are scored; the fit uses every draw. Subsets are drawn
-    without replacement unless `replace=True` (fadtk's bootstrap, biased; for comparison only).
+    without replacement unless `replace=True` (fadtk's bootstrap, biased; for comparison only). Without
+    `sizes`, they run from `smallest_subset` (≥ 2·d) to every frame; explicit `sizes` are used as given.
     """
     x = np.asarray(frames, dtype=np.float64)
     n = x.shape[0]
-    sizes = sorted(set(sizes)) if sizes else subset_sizes(n, steps=steps, min_n=min_n)
+    sizes = sorted(set(sizes)) if sizes else subset_sizes(n, steps=steps, min_n=min_n, dim=x.shape[1])
     if len(sizes) < 2:
         raise ValueError(f"FAD∞ needs at least 2 subset sizes; {n} frames give {sizes}")
     if not replace and sizes[-1] > n:
@@ -139,11 +167,12 @@ def fad(
     value = reference.distance(*stats(x))
     inf = None
     if with_inf:
-        sizes = subset_sizes(n, steps=steps, min_n=min_n)
-        if len(sizes) >= 2:
-            inf = fad_inf(x, reference, sizes=sizes, draws=draws, seed=seed)
+        problem = fad_inf_problem(n, steps=steps, min_n=min_n, dim=dim, what=what)
+        if problem:
+            warnings.append(problem)
         else:
-            warnings.append(f"{what}: {n} frames are too few for a FAD∞ fit (need at least 2 subset sizes)")
+            sizes = subset_sizes(n, steps=steps, min_n=min_n, dim=dim)
+            inf = fad_inf(x, reference, sizes=sizes, draws=draws, seed=seed)
     return FadResult(fad=value, n=n, dim=dim, fad_inf=inf, warnings=warnings)
 
 
@@ -155,3 +184,43 @@ def per_item_distances(items: Mapping[str, np.ndarray], reference: FrechetRefere
 def top_outliers(distances: Mapping[str, float], k: int) -> list[tuple[str, float]]:
     """The k clips furthest from the reference, largest distance first (ties broken by id)."""
     return sorted(distances.items(), key=lambda kv: (-kv[1], kv[0]))[: max(0, k)]
+
+
+class FadGroups:
+    """FAD of any multiset of whole clips against one reference, from per-clip sums (no re-stacking of frames).
+
+    A clip with at least d frames keeps its d×d scatter matrix (no larger than its frames); a shorter one keeps
+    its frames. Frames are centred on the pool's mean first, so the covariance loses no digits to a large mean.
+    """
+
+    def __init__(self, clips: Sequence[np.ndarray], reference: FrechetReference) -> None:
+        self.reference = reference
+        d = reference.dim
+        arrays = [np.asarray(c, dtype=np.float64).reshape(-1, d) for c in clips]
+        self.frames = np.array([len(a) for a in arrays], dtype=np.float64)
+        pool = np.concatenate(arrays) if arrays else np.zeros((0, d))
+        self.shift = pool.mean(axis=0) if len(pool) else np.zeros(d)
+        centred = [a - self.shift for a in arrays]
+        self.sums = np.stack([a.sum(axis=0) for a in centred]) if arrays else np.zeros((0, d))
+        self.big = np.array([i for i, a in enumerate(centred) if len(a) >= d], dtype=np.int64)
+        self.scatter = np.stack([centred[i].T @ centred[i] for i in self.big]) if len(self.big) else np.zeros((0, d, d))
+        small = [i for i, a in enumerate(centred) if 0 < len(a) < d]
+        self.small_frames = np.concatenate([centred[i] for i in small]) if small else np.zeros((0, d))
+        self.small_owner = np.repeat(np.array(small, dtype=np.int64), [len(centred[i]) for i in small])
+
+    def value(self, counts: np.ndarray) -> np.ndarray:
+        """FAD of the multiset holding clip g `counts[r, g]` times, for each row r ((R, g) → (R,)); NaN below 2 frames."""
+        c = np.atleast_2d(np.asarray(counts, dtype=np.float64))
+        out = np.full(c.shape[0], np.nan)
+        for r, w in enumerate(c):
+            n = float(w @ self.frames)
+            if n < 2:
+                continue
+            mean = (w @ self.sums) / n
+            scatter = np.tensordot(w[self.big], self.scatter, axes=1) if len(self.big) else 0.0
+            if len(self.small_owner):
+                x = self.small_frames
+                scatter = scatter + x.T @ (x * w[self.small_owner][:, None])
+            sigma = (scatter - n * np.outer(mean, mean)) / (n - 1)
+            out[r] = self.reference.distance(mean + self.shift, sigma)
+        return out

@@ -29,6 +29,7 @@ h1{font-size:1.6em;margin-bottom:4px}h2{margin-top:36px;border-bottom:1px solid 
 .meta{color:#666;font-size:.9em}table{border-collapse:collapse;margin:8px 0;font-size:.92em}
 th,td{border:1px solid #ddd;padding:4px 8px;text-align:right;vertical-align:top}th{background:#f5f5f5}
 td.l,th.l{text-align:left}.better{color:#1a7f37;font-weight:600}.worse{color:#c62828;font-weight:600}
+.unclear{color:#555}.verdicts{list-style:none;padding:0;margin:12px 0}.verdicts li{margin:3px 0}
 .warn{background:#fff4e5;border-left:4px solid #f0a020;padding:6px 10px;margin:6px 0;font-size:.9em}
 .clips{display:grid;gap:12px}.clip{border:1px solid #e3e3e3;border-radius:6px;padding:8px}
 .clip .prompt{font-style:italic;margin-bottom:6px}.pair{display:grid;gap:10px}
@@ -181,31 +182,55 @@ def training_curves(records: list[dict[str, Any]]) -> list[str]:
 # ----------------------------------------------------------------------------- tables
 
 
-def _better(new: float | None, old: float | None, lower_is_better: bool) -> str:
-    if new is None or old is None or new == old:
-        return ""
-    return "better" if (new < old) == lower_is_better else "worse"
+MARKS = {"better": "▲ better", "worse": "▼ worse", "no clear difference": "= no clear difference"}
+
+
+def metric_label(key: str) -> str:
+    """'fad_clap' → 'FAD clap', 'kad_vggish' → 'KAD vggish', 'clap_score' → 'CLAP score'."""
+    if key == "clap_score":
+        return "CLAP score"
+    kind, _, emb = key.partition("_")
+    return f"{kind.upper()} {emb}"
+
+
+def _interval(delta: dict[str, Any]) -> str:
+    ci = delta.get("ci95")
+    return f"[{ci[0]:+.3g}, {ci[1]:+.3g}]" if ci else ""
+
+
+def change_cell(values: list[float | None], delta: dict[str, Any] | None) -> str:
+    """The fine-tuned − base cell: ▲/▼ only when the 95% interval excludes 0, the bare difference otherwise."""
+    if delta is not None:
+        verdict = delta.get("verdict")
+        numbers = f"({delta['value']:+.3g} {_interval(delta)})" if delta.get("value") is not None else ""
+        if verdict in MARKS:
+            css = {"no clear difference": "unclear"}.get(verdict, verdict)
+            return f'<td class="{css}">{_e(MARKS[verdict])} {_e(numbers)}</td>'
+        return (f'<td class="unclear">{_e(numbers)} '
+                f'<span class="small" title="{_e(delta.get("note") or "")}">no verdict</span></td>')
+    if values[0] is None or values[1] is None:
+        return "<td>–</td>"
+    return f'<td class="unclear">({values[1] - values[0]:+.3g}) <span class="small">no interval</span></td>'
 
 
 def metrics_table(metrics: dict[str, Any], set_names: list[str], embeddings: list[str]) -> str:
-    """Rows: FAD, FAD∞ per embedding and the CLAP score; columns: the sets, then the reference floor/ceiling.
+    """Rows: FAD, FAD∞, KAD per embedding and the CLAP score; columns: the sets, then the reference floor/ceiling.
 
-    With two sets (base, fine-tuned) the second is marked better/worse than the first.
+    With two sets (base, fine-tuned) a change column gives the difference; it is marked better/worse only where
+    the paired comparison (`delta` in metrics.json) says its 95% interval excludes 0.
     """
     ref = metrics.get("reference", {})
+    deltas = metrics.get("delta") or {}
     compare = len(set_names) == 2
     head = "".join(f"<th>{_e(LABELS.get(n, n))}</th>" for n in set_names)
-    head += "<th>change</th>" if compare else ""
+    head += "<th>change (95% interval)</th>" if compare else ""
     head += "<th>reference floor / ceiling</th>"
     rows = [f'<table class="metrics"><tr><th class="l">metric</th>{head}</tr>']
 
-    def row(label: str, values: list[float | None], ref_value: float | None, lower: bool, note: str = "") -> None:
+    def row(label: str, values: list[float | None], ref_value: float | None, key: str | None, note: str = "") -> None:
         cells = "".join(f"<td>{_e(_fmt(v))}</td>" for v in values)
         if compare:
-            mark = _better(values[1], values[0], lower)
-            arrow = {"better": "▲ better", "worse": "▼ worse"}.get(mark, "=")
-            delta = "" if values[0] is None or values[1] is None else f" ({values[1] - values[0]:+.3g})"
-            cells += f'<td class="{mark}">{arrow}{_e(delta)}</td>'
+            cells += change_cell(values, deltas.get(key) if key else None)
         cells += f"<td>{_e(_fmt(ref_value))}</td>"
         rows.append(f'<tr data-metric="{_e(label)}"><td class="l">{_e(label)} <span class="small">{_e(note)}</span></td>{cells}</tr>')
 
@@ -213,14 +238,56 @@ def metrics_table(metrics: dict[str, Any], set_names: list[str], embeddings: lis
         per = [metrics.get(n, {}).get(emb) or {} for n in set_names]
         floor = (ref.get(emb) or {}).get("reconstruction") or {}
         ns = ", ".join(f"N={p.get('n')}" for p in per if p)
-        row(f"FAD {emb}", [p.get("fad") for p in per], floor.get("fad"), True, f"lower is better; {ns}")
-        row(f"FAD∞ {emb}", [(p.get("fad_inf") or {}).get("a") for p in per], (floor.get("fad_inf") or {}).get("a"), True,
+        row(f"FAD {emb}", [p.get("fad") for p in per], floor.get("fad"), f"fad_{emb}", f"lower is better; {ns}")
+        row(f"FAD∞ {emb}", [(p.get("fad_inf") or {}).get("a") for p in per], (floor.get("fad_inf") or {}).get("a"), None,
             "intercept of FAD(n) = a + b/n")
+        if any("kad" in p for p in per):
+            kn = ", ".join(f"N={p.get('kad_n')}" for p in per if p)
+            row(f"KAD {emb}", [p.get("kad") for p in per], floor.get("kad"), f"kad_{emb}",
+                f"lower is better; MMD² × 100; {kn}")
     if any(metrics.get(n, {}).get("clap_score") is not None for n in set_names):
-        row("CLAP score", [metrics.get(n, {}).get("clap_score") for n in set_names], ref.get("clap_score"), False,
-            "higher is better; reference: its own captions")
+        row("CLAP score", [metrics.get(n, {}).get("clap_score") for n in set_names], ref.get("clap_score"),
+            "clap_score", "higher is better; reference: its own captions")
     rows.append("</table>")
     return "".join(rows)
+
+
+def verdict_lines(metrics: dict[str, Any]) -> str:
+    """One line per metric of the paired comparison: its verdict, fine-tuned − base and the 95% interval."""
+    deltas = metrics.get("delta") or {}
+    if not deltas:
+        return ""
+    settings = metrics.get("delta_settings") or {}
+    lines = []
+    for key, d in deltas.items():
+        verdict = d.get("verdict")
+        what = {"better": "fine-tuned is better than base", "worse": "fine-tuned is worse than base",
+                "no clear difference": "no clear difference between fine-tuned and base"}.get(verdict)
+        if what is None:
+            what = f"no verdict ({d.get('note') or 'no interval'})"
+        css = {"no clear difference": "unclear", None: "unclear"}.get(verdict, verdict)
+        numbers = f"fine-tuned − base {d['value']:+.3g}" if d.get("value") is not None else ""
+        if d.get("ci95"):
+            numbers += f", 95% interval {_interval(d)} over {d.get('n')} prompts"
+        lines.append(f'<li data-delta="{_e(key)}" class="{_e(css)}"><b>{_e(metric_label(key))}</b>: {_e(what)}'
+                     f' <span class="small">{_e(numbers)}</span></li>')
+    how = (f"Paired over the same prompts and seeds: {settings.get('resamples')} bootstrap resamples of the prompts, "
+           "percentile interval; a difference counts only when its interval excludes 0. Lower FAD and KAD are better, "
+           "a higher CLAP score is better.")
+    return f'<ul class="verdicts">{"".join(lines)}</ul><p class="small">{_e(how)}</p>'
+
+
+def lengths_line(metrics: dict[str, Any]) -> str:
+    """How long the generated clips and the reference windows are, and which side was cropped."""
+    generation = metrics.get("generation") or {}
+    crop = (metrics.get("reference") or {}).get("crop") or {}
+    if not generation.get("duration"):
+        return ""
+    text = f"Generated clips: {generation['duration']:g} s ({generation.get('duration_source', '')})."
+    if crop:
+        text += (f" Reference windows longer than that are cropped to their first {crop['seconds']:g} s "
+                 f"({crop.get('cropped', 0)} cropped), so both sides have equal length.")
+    return f'<p class="small">{_e(text)}</p>'
 
 
 def fad_inf_table(metrics: dict[str, Any], set_names: list[str], embeddings: list[str]) -> str:
@@ -333,6 +400,7 @@ def render_report(
             f'<div class="meta">{_e(metrics.get("created", ""))} · tunekit {_e(metrics.get("versions", {}).get("tunekit", ""))}'
             f' · mode {_e(metrics.get("mode", ""))} · reference: {_e(metrics.get("reference", {}).get("source", ""))}'
             f' ({_e(metrics.get("reference", {}).get("n_clips", ""))} clips)</div>',
+            verdict_lines(metrics), lengths_line(metrics),
             "<h2>Metrics</h2>", metrics_table(metrics, names, embeddings), f'<div class="charts">{bars}</div>', warn_html]
     if training:
         curves = training_curves(training)

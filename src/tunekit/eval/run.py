@@ -7,6 +7,7 @@ Run mode:    tunekit eval run=runs/lofi   (generates the held-out prompts with t
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +46,18 @@ def run_standalone(config: EvalConfig) -> int:
             warnings.append(f"{len(missing)} generated clips have no prompt and are left out of the CLAP score: {missing[:5]}")
     reference = load_set(config.reference, name="reference", key="reference", splits=config.reference_splits)
     embedders = load_embedders(config)
+    gen_seconds, ref_seconds = generated.seconds(), reference.seconds()
     problems = sample_size_problems(embedders, {
-        "generated": (generated.seconds(), f"add clips to generated={config.generated}"),
-        "reference": (reference.seconds(), f"add audio to reference={config.reference} or, for a prep output, "
-                                           f"more splits (reference_splits=[valid,test])"),
+        "generated": (gen_seconds, f"add clips to generated={config.generated}"),
+        "reference": (ref_seconds, f"add audio to reference={config.reference} or, for a prep output, "
+                                   f"more splits (reference_splits=[valid,test])"),
     })
     if problems:
         raise ConfigErrors(problems)
+    gen_len, ref_len = statistics.median(gen_seconds), statistics.median(ref_seconds)
+    if abs(gen_len - ref_len) > 0.1 * max(gen_len, ref_len):
+        warnings.append(f"generated clips are {gen_len:.3g} s long (median) and reference clips {ref_len:.3g} s: "
+                        "FAD and KAD compare clips of different lengths; give both sets the same length")
     metrics, scores = evaluate(config, {"generated": generated}, reference, embedders=embedders)
     metrics["mode"] = "standalone"
     metrics["generated"]["source"] = str(generated.root)

@@ -6,19 +6,25 @@
 2. Prompts: the captions of the dataset's held-out windows (`reference_splits`, default `test`: tracks
    neither trained on nor used for validation), evenly spread when `n_samples` limits them. Each
    generated clip is named after the window whose caption prompted it.
-3. Generate every prompt with the base model and with the fine-tuned one, with the run's family sampler
+3. Lengths: clips are generated `duration` seconds long, by default the median length of the held-out
+   windows; windows longer than that are cropped to their first `duration` seconds, so generated and
+   reference audio have equal length and FAD/KAD compare like with like.
+4. Generate every prompt with the base model and with the fine-tuned one, with the run's family sampler
    (given by the verb from `tunekit.families`; MusicGen's loads the run's LoRA adapter merged into its
-   base, or its full model): same prompts, same seeds, same decoding settings. Audio goes to `<run>/eval/audio/{base,finetuned}/` and is reused when the
-   settings and models are unchanged.
-4. Score both against all held-out windows (the reference), with the reconstruction floor from the
-   generator's own codec, and write `<run>/eval/metrics.json`, `report.html` and a W&B run.
+   base, or its full model): same prompts, same seeds, same decoding settings. Audio goes to
+   `<run>/eval/audio/{base,finetuned}/` and is reused when the settings and models are unchanged.
+5. Score both against all held-out windows (the reference), with the reconstruction floor from the
+   generator's own codec; compare them prompt by prompt (fine-tuned − base per metric, with a bootstrap
+   interval over the prompts), and write `<run>/eval/metrics.json`, `report.html` and a W&B run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +79,24 @@ def choose_prompts(reference: AudioSet, n: int) -> list[AudioItem]:
     return [captioned[int(k * step)] for k in range(n)]
 
 
+def clip_seconds(config: EvalConfig, reference: AudioSet) -> float:
+    """Seconds generated per prompt: `duration`, or the median length of the reference windows."""
+    if config.duration is not None:
+        return float(config.duration)
+    return float(statistics.median(reference.seconds()))
+
+
+def crop_reference(reference: AudioSet, seconds: float) -> tuple[AudioSet, int]:
+    """The reference with every clip longer than `seconds` cut to its first `seconds`; also how many were cut."""
+    lengths = reference.seconds()
+    items = [
+        dataclasses.replace(item, duration_s=seconds) if length > seconds + 1e-6 else item
+        for item, length in zip(reference.items, lengths, strict=True)
+    ]
+    cut = sum(1 for length in lengths if length > seconds + 1e-6)
+    return dataclasses.replace(reference, items=items, _hash=None), cut
+
+
 def generate_set(
     which: str,
     load: Any,
@@ -81,8 +105,9 @@ def generate_set(
     config: EvalConfig,
     device: Any,
     identity: dict[str, Any],
+    seconds: float,
 ) -> tuple[AudioSet, dict[str, Any]]:
-    """Generate one clip per prompt into `folder` (reused when `identity` and the settings match);
+    """Generate one clip of `seconds` per prompt into `folder` (reused when `identity` and the settings match);
     `load()` returns the family's sampler."""
     import numpy as np
 
@@ -93,7 +118,7 @@ def generate_set(
         "prompts": {p.id: p.prompt for p in prompts},
         "seed": config.seed,
         "batch_size": config.batch_size,
-        "duration": config.duration,
+        "duration": seconds,
         "guidance": config.guidance_scale,
         "top_k": config.top_k,
         "temperature": config.temperature,
@@ -110,13 +135,13 @@ def generate_set(
     if info is None:
         sampler = load()
         what = sampler.description
-        log(f"{which}: generating {len(prompts)} clips of {config.duration:g} s with {what}")
+        log(f"{which}: generating {len(prompts)} clips of {seconds:g} s with {what}")
         seeds: dict[str, int] = {}
         for first in range(0, len(prompts), config.batch_size):
             batch = prompts[first : first + config.batch_size]
             seed = config.seed + first
             audio, rate = sampler.generate(
-                [p.prompt for p in batch], config.duration, seed=seed,
+                [p.prompt for p in batch], seconds, seed=seed,
                 guidance_scale=config.guidance_scale, top_k=config.top_k, top_p=0.0, temperature=config.temperature,
             )
             for item, clip in zip(batch, audio, strict=True):
@@ -180,6 +205,8 @@ def run_on_training_run(config: EvalConfig, sampler: Any) -> int:
     reference = load_set(dataset_path(run, train_cfg, config.reference), name="reference", key="reference",
                          splits=config.reference_splits)
     prompts = choose_prompts(reference, config.n_samples)
+    seconds = clip_seconds(config, reference)
+    reference, n_cropped = crop_reference(reference, seconds)
     out = Path(config.out).expanduser() if config.out else run / "eval"
     device = torch.device(resolve_device(config.device))
 
@@ -222,9 +249,9 @@ def run_on_training_run(config: EvalConfig, sampler: Any) -> int:
 
     embedders = load_embedders(config)
     problems = sample_size_problems(embedders, {
-        "generated": ([config.duration] * len(prompts),
+        "generated": ([seconds] * len(prompts),
                       f"generate more or longer clips (n_samples={config.n_samples or len(prompts)} held-out "
-                      f"prompts, duration={config.duration:g})"),
+                      f"prompts, duration={seconds:g})"),
         "reference": (reference.seconds(),
                       f"hold out more tracks (reference_splits={list(config.reference_splits)} has "
                       f"{len(reference.items)} windows; e.g. reference_splits=[valid,test])"),
@@ -235,10 +262,10 @@ def run_on_training_run(config: EvalConfig, sampler: Any) -> int:
     infos: dict[str, Any] = {}
     for which, load in (("base", load_base), ("finetuned", load_finetuned)):
         generated[which], infos[which] = generate_set(
-            which, load, prompts, out / "audio" / which, config, device, identities[which]
+            which, load, prompts, out / "audio" / which, config, device, identities[which], seconds
         )
     metrics, scores = evaluate(config, generated, reference, codec=generator_codec(sampler, base_path, codec, load_base),
-                               embedders=embedders)
+                               embedders=embedders, paired=SETS)
     metrics["mode"] = "run"
     metrics["run"] = str(run)
     metrics["models"].update({
@@ -248,12 +275,20 @@ def run_on_training_run(config: EvalConfig, sampler: Any) -> int:
         "generator_tiny": bool(models_cfg.get("tiny", False)),
     })
     metrics["generation"] = {
-        "duration": config.duration, "guidance": config.guidance_scale, "top_k": config.top_k,
+        "duration": seconds,
+        "duration_source": "set by duration=" if config.duration is not None else "median length of the reference windows",
+        "guidance": config.guidance_scale, "top_k": config.top_k,
         "temperature": config.temperature, "batch_size": config.batch_size,
         "seeds": infos["base"].get("seeds", {}), "n_prompts": len(prompts),
         "prompt_source": f"captions of the held-out windows in splits {list(config.reference_splits)}",
     }
+    metrics["reference"]["crop"] = {"seconds": seconds, "cropped": n_cropped,
+                                    "how": "windows longer than the generated clips keep their first `seconds`"}
     metrics["warnings"] = []
+    shorter = sum(1 for s in reference.seconds() if s < seconds - 1e-6)
+    if shorter:
+        metrics["warnings"].append(f"{shorter} of {len(reference.items)} reference windows are shorter than the "
+                                   f"{seconds:g} s generated clips (duration={seconds:g}): their lengths differ")
     if infos["base"].get("seeds") != infos["finetuned"].get("seeds"):
         metrics["warnings"].append("base and fine-tuned clips were generated with different seeds")
     html = render_report(metrics, scores, title=f"tunekit eval: {run.name} (base vs fine-tuned)",

@@ -1,5 +1,6 @@
-"""Score audio sets against a reference: FAD and FAD∞ per embedding, per-clip outliers, CLAP scores, the
-reconstruction floor. Shared by both modes of `tunekit eval`; knows nothing of runs or generation.
+"""Score audio sets against a reference: FAD, FAD∞ and KAD per embedding, per-clip outliers, CLAP scores, the
+reconstruction floor, and the paired comparison of two sets generated from the same prompts. Shared by both
+modes of `tunekit eval`; knows nothing of runs or generation.
 """
 
 from __future__ import annotations
@@ -15,8 +16,19 @@ from tunekit.errors import TunekitError
 from tunekit.eval import stats_cache
 from tunekit.eval.clap_score import ClapScore, clap_score, clip_vectors
 from tunekit.eval.embeddings import embed_items
-from tunekit.eval.fad import fad, fad_inf, per_item_distances, rank_warning, subset_sizes, top_outliers
+from tunekit.eval.fad import (
+    FadGroups,
+    fad,
+    fad_inf,
+    fad_inf_problem,
+    per_item_distances,
+    rank_warning,
+    subset_sizes,
+    top_outliers,
+)
 from tunekit.eval.frechet import FrechetReference
+from tunekit.eval.kad import KadGroups, KadReference, thin
+from tunekit.eval.paired import Delta, paired_bootstrap, resample_counts
 from tunekit.eval.sets import AudioSet
 from tunekit.eval.stats_cache import SetStats
 from tunekit.models.embedders import ClapEmbedder, Embedder
@@ -41,14 +53,41 @@ class FadSettings:
 
 
 @dataclass
+class Reference:
+    """One embedding's reference: the Gaussian FAD measures against and the frames KAD measures against."""
+
+    fad: FrechetReference
+    n: int
+    kad: KadReference | None = None
+
+
+def reference_for(stats: SetStats, *, kad: bool, kad_max_frames: int, device: str = "cpu", what: str = "") -> Reference:
+    """The FAD Gaussian of reference statistics and, with `kad`, KAD's reference (its frames thinned to
+    `kad_max_frames`; `stats.frames` must be kept)."""
+    kad_ref = None
+    if kad:
+        if stats.frames is None:
+            raise ValueError("KAD needs the reference frames: compute the statistics with keep_frames=True")
+        frames, _ = thin([stats.frames], kad_max_frames)
+        try:
+            kad_ref = KadReference(frames[0], device=device)
+        except ValueError as exc:
+            raise TunekitError(f"{what} reference: {exc}; use another reference, or kad=false") from exc
+    return Reference(fad=FrechetReference(stats.mu, stats.sigma), n=stats.n, kad=kad_ref)
+
+
+@dataclass
 class SetScores:
-    """Scores of one evaluated set: `metrics` goes to metrics.json; the rest feeds the report."""
+    """Scores of one evaluated set: `metrics` goes to metrics.json; the rest feeds the report and the paired
+    comparison."""
 
     name: str
     audio_set: AudioSet
     metrics: dict[str, Any]
     distances: dict[str, dict[str, float]] = field(default_factory=dict)  # embedding → clip id → Fréchet distance
     clap: ClapScore | None = None
+    frames: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # embedding → clip id → frames
+    kad_groups: dict[str, KadGroups] = field(default_factory=dict)  # embedding → kernel sums by clip (sorted ids)
 
 
 def clips(audio_set: AudioSet, transform: Transform | None = None) -> Iterator[tuple[str, np.ndarray, int]]:
@@ -111,23 +150,26 @@ def score_set(
     audio_set: AudioSet,
     embedders: list[Embedder],
     fad_names: list[str],
-    reference: dict[str, SetStats],
+    reference: dict[str, Reference],
     *,
     batch_size: int,
     fad_settings: FadSettings,
     n_outliers: int,
     clap_embedder: ClapEmbedder | None,
+    kad_max_frames: int = 0,
 ) -> SetScores:
-    """FAD (+ FAD∞), per-clip distances and outliers per embedding, and the CLAP score against the prompts."""
+    """FAD (+ FAD∞) and KAD (where the reference has one), per-clip distances and outliers per embedding, and
+    the CLAP score against the prompts."""
     log(f"embedding {name}: {len(audio_set.items)} clips with {', '.join(e.name for e in embedders)}")
     frames = embed_items(embedders, clips(audio_set), batch_size=batch_size)
     metrics: dict[str, Any] = {"n_clips": len(audio_set.items)}
     distances: dict[str, dict[str, float]] = {}
+    kad_groups: dict[str, KadGroups] = {}
     for e in embedders:
         if e.name not in fad_names:
             continue
         ref = reference[e.name]
-        ref_gauss = FrechetReference(ref.mu, ref.sigma)
+        ref_gauss = ref.fad
         per_clip = frames[e.name]
         stacked = np.concatenate([per_clip[i] for i in sorted(per_clip)])
         short = sorted(cid for cid, f in per_clip.items() if len(f) == 0)
@@ -148,6 +190,11 @@ def score_set(
             seed=fad_settings.seed,
         )
         entry = result.to_dict()
+        if ref.kad is not None:
+            thinned, _ = thin([per_clip[i] for i in sorted(per_clip)], kad_max_frames)
+            kad_groups[e.name] = ref.kad.groups(thinned)
+            entry["kad"] = float(kad_groups[e.name].value(np.ones((1, len(thinned))))[0])
+            entry["kad_n"] = sum(len(t) for t in thinned)
         if short:
             entry["warnings"].append(f"{name}: {len(short)} clips too short for a {e.name} window: {short[:5]}")
         distances[e.name] = per_item_distances(per_clip, ref_gauss)
@@ -158,7 +205,8 @@ def score_set(
     if clap_embedder is not None and prompts:
         score = prompt_score(clip_vectors(frames[clap_embedder.name]), prompts, clap_embedder)
     metrics.update(clap_fields(score))
-    return SetScores(name=name, audio_set=audio_set, metrics=metrics, distances=distances, clap=score)
+    return SetScores(name=name, audio_set=audio_set, metrics=metrics, distances=distances, clap=score,
+                     frames={n: frames[n] for n in fad_names if n in frames}, kad_groups=kad_groups)
 
 
 def prompt_score(audio_vectors: dict[str, np.ndarray], prompts: dict[str, str], clap: ClapEmbedder) -> ClapScore:
@@ -180,24 +228,93 @@ def clap_fields(score: ClapScore | None) -> dict[str, Any]:
 
 
 def floor_metrics(
-    recon: dict[str, SetStats], reference: dict[str, SetStats], fad_settings: FadSettings, fad_names: list[str]
+    recon: dict[str, SetStats],
+    reference: dict[str, Reference],
+    fad_settings: FadSettings,
+    fad_names: list[str],
+    *,
+    kad_max_frames: int = 0,
 ) -> dict[str, dict[str, Any]]:
-    """FAD (+ FAD∞) of the codec-reconstructed reference against the reference, per embedding."""
+    """FAD (+ FAD∞) and KAD of the codec-reconstructed reference against the reference, per embedding."""
     out: dict[str, dict[str, Any]] = {}
     for name in fad_names:
         if name not in recon or recon[name].frames is None:
             continue
         ref = reference[name]
-        gauss = FrechetReference(ref.mu, ref.sigma)
+        gauss = ref.fad
         frames = recon[name].frames
-        entry: dict[str, Any] = {"fad": gauss.distance(recon[name].mu, recon[name].sigma), "n": int(frames.shape[0])}
-        sizes = subset_sizes(frames.shape[0], steps=fad_settings.steps, min_n=fad_settings.min_n)
-        entry["fad_inf"] = (
-            fad_inf(frames, gauss, sizes=sizes, draws=fad_settings.draws, seed=fad_settings.seed).to_dict()
-            if fad_settings.enabled and len(sizes) >= 2
-            else None
-        )
-        warning = rank_warning(frames.shape[0], frames.shape[1], "reconstructed reference")
-        entry["warnings"] = [warning] if warning else []
+        n, dim = frames.shape
+        entry: dict[str, Any] = {"fad": gauss.distance(recon[name].mu, recon[name].sigma), "n": int(n)}
+        entry["warnings"] = [w for w in [rank_warning(n, dim, "reconstructed reference")] if w]
+        entry["fad_inf"] = None
+        if fad_settings.enabled:
+            problem = fad_inf_problem(n, steps=fad_settings.steps, min_n=fad_settings.min_n, dim=dim,
+                                      what="reconstructed reference")
+            if problem:
+                entry["warnings"].append(problem)
+            else:
+                sizes = subset_sizes(n, steps=fad_settings.steps, min_n=fad_settings.min_n, dim=dim)
+                entry["fad_inf"] = fad_inf(frames, gauss, sizes=sizes, draws=fad_settings.draws,
+                                           seed=fad_settings.seed).to_dict()
+        if ref.kad is not None:
+            thinned, _ = thin([frames], kad_max_frames)
+            entry["kad"] = ref.kad.distance(thinned[0])
+            entry["kad_n"] = int(len(thinned[0]))
         out[name] = entry
     return out
+
+
+# Metrics a paired comparison covers: (metrics.json key, lower is better).
+LOWER_IS_BETTER = {"fad": True, "kad": True, "clap_score": False}
+
+
+def paired_deltas(
+    base: SetScores,
+    finetuned: SetScores,
+    reference: dict[str, Reference],
+    fad_names: list[str],
+    *,
+    resamples: int,
+    seed: int,
+) -> dict[str, Delta]:
+    """Fine-tuned − base for FAD and KAD per embedding and the CLAP score, each with a 95% bootstrap interval
+    over the prompts both sets were generated from (one clip per prompt, paired by clip id).
+
+    Every resample draws prompts with replacement and recomputes both sides' metric on the same draw: FAD
+    from the drawn clips' frames against the fixed reference Gaussian, KAD from kernel sums by clip, the
+    CLAP score as the mean over the drawn prompts. Keys: `fad_<embedding>`, `kad_<embedding>`, `clap_score`.
+    """
+    ids = sorted(i.id for i in base.audio_set.items)
+    if ids != sorted(i.id for i in finetuned.audio_set.items):
+        raise TunekitError(f"{base.name} and {finetuned.name} were not generated from the same prompts: "
+                           "a paired comparison needs one clip per prompt on both sides")
+    counts = resample_counts(len(ids), resamples, seed)
+    out: dict[str, Delta] = {}
+    for name in fad_names:
+        if name not in base.frames or name not in finetuned.frames:
+            continue
+        sides = [FadGroups([s.frames[name][i] for i in ids], reference[name].fad) for s in (base, finetuned)]
+        out[f"fad_{name}"] = paired_bootstrap(sides[0].value, sides[1].value, counts,
+                                              lower_is_better=LOWER_IS_BETTER["fad"])
+        if name in base.kad_groups and name in finetuned.kad_groups:
+            out[f"kad_{name}"] = paired_bootstrap(base.kad_groups[name].value, finetuned.kad_groups[name].value,
+                                                  counts, lower_is_better=LOWER_IS_BETTER["kad"])
+    if base.clap is not None and finetuned.clap is not None:
+        sides = [_mean_over_prompts(s.clap.per_item, ids) for s in (base, finetuned)]
+        out["clap_score"] = paired_bootstrap(sides[0], sides[1], counts, lower_is_better=LOWER_IS_BETTER["clap_score"])
+    return out
+
+
+def _mean_over_prompts(values: dict[str, float], ids: list[str]) -> Callable[[np.ndarray], np.ndarray]:
+    """The mean of per-prompt values over a resample ((R, len(ids)) counts → (R,)); prompts without a value
+    are left out of each mean."""
+    v = np.array([values.get(i, np.nan) for i in ids], dtype=np.float64)
+    have = np.isfinite(v).astype(np.float64)
+    v = np.nan_to_num(v)
+
+    def mean(counts: np.ndarray) -> np.ndarray:
+        c = np.atleast_2d(counts).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (c @ v) / (c @ have)
+
+    return mean
