@@ -394,3 +394,18 @@ def test_every_embedding_choice_has_a_builder():
 
     assert list(EMBEDDERS) == list(EMBEDDING_NAMES)
     assert all(hasattr(EvalConfig, key) for _, key in EMBEDDERS.values())
+
+
+def test_wandb_metrics_carry_kad_and_the_paired_deltas():
+    from tunekit.eval.wandb_log import flat_metrics
+
+    metrics = {
+        "base": {"clap": {"fad": 2.0, "n": 40, "kad": 1.5}},
+        "finetuned": {"clap": {"fad": 1.0, "n": 40, "kad": 0.5}},
+        "reference": {"clap": {"reconstruction": {"fad": 0.1, "kad": 0.05}}},
+        "delta": {"kad_clap": {"value": -1.0, "ci95": [-1.4, -0.6], "n": 12, "verdict": "better"}},
+    }
+    flat = flat_metrics(metrics, ["base", "finetuned"], ["clap"])
+    assert flat["eval/finetuned/clap/kad"] == 0.5 and flat["eval/reference/clap/reconstruction_kad"] == 0.05
+    assert (flat["eval/delta/kad_clap"], flat["eval/delta/kad_clap_ci95_lo"], flat["eval/delta/kad_clap_ci95_hi"]) \
+        == (-1.0, -1.4, -0.6)

@@ -148,3 +148,16 @@ def test_prompts_file_and_base_model(tmp_path):
     names = sorted(p.name for p in tmp_path.glob("b_*.wav"))
     assert names == ["b_00.wav", "b_01.wav", "b_02.wav"]
     assert sf.info(str(tmp_path / "b_02.wav")).frames == round(0.2 * 32000)
+
+
+def test_a_null_sampling_option_is_the_model_default(tmp_path):
+    """guidance_scale=null (the generate and eval default) samples exactly as MusicGen's 3.0; options of another
+    family (lyrics, steps, shift) are ignored by MusicGen, and an explicit value still counts."""
+    from tunekit.models.musicgen import MusicgenSampler
+
+    sampler = MusicgenSampler.load(model="facebook/musicgen-small", tiny=True)
+    default, _ = sampler.generate(["a"], 0.2, seed=3, guidance_scale=None, lyrics="la", steps=8, shift=3.0)
+    explicit, _ = sampler.generate(["a"], 0.2, seed=3, guidance_scale=3.0)
+    other, _ = sampler.generate(["a"], 0.2, seed=3, guidance_scale=1.0)
+    assert np.array_equal(default, explicit)
+    assert not np.array_equal(default, other)

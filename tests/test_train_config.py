@@ -74,7 +74,7 @@ def test_missing_data_path_is_named():
 
 def test_generate_config_composes():
     cfg = load_config("generate", ["prompt=a calm piano", "models=tiny"], GenerateConfig)
-    assert (cfg.guidance_scale, cfg.top_k, cfg.temperature, cfg.window_seconds) == (3.0, 250, 1.0, 30.0)
+    assert (cfg.guidance_scale, cfg.top_k, cfg.temperature, cfg.window_seconds) == (None, 250, 1.0, 30.0)
     cfg = load_config("generate", ["prompt=[a, b]"], GenerateConfig)
     assert list(cfg.prompt) == ["a", "b"]
 

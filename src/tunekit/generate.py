@@ -30,10 +30,15 @@ class GenerateConfig:
     prompts_file: str | None = None  # text file with one prompt per line (added to prompt=)
     duration: float = 10.0  # seconds per prompt; beyond window_seconds the track is continued window by window
     out: str = "generated.wav"  # output WAV; with several prompts: <stem>_00.wav, <stem>_01.wav, … beside it
-    guidance_scale: float = 3.0  # classifier-free guidance scale (1: off); MusicGen's defaults: 3.0, top-k 250
-    top_k: int = 250  # top-k sampling (0: off)
-    top_p: float = 0.0  # nucleus sampling (0: off)
-    temperature: float = 1.0  # sampling temperature
+    # classifier-free guidance scale (1: off); null: the model's default (MusicGen 3.0; ACE-Step turbo 1.0 = off,
+    # base/sft 7.0)
+    guidance_scale: float | None = None
+    top_k: int = 250  # MusicGen: top-k sampling (0: off)
+    top_p: float = 0.0  # MusicGen: nucleus sampling (0: off)
+    temperature: float = 1.0  # MusicGen: sampling temperature
+    lyrics: str | None = None  # ACE-Step: lyrics for every prompt ([verse] ... lines); null: none (instrumental)
+    steps: int | None = None  # ACE-Step: sampling steps; null: the variant's (turbo 8, base/sft 50)
+    shift: float | None = None  # ACE-Step: timestep shift; null: the variant's (turbo 3.0, base/sft 1.0)
     seed: int = 0  # sampling seed (the same seed and prompts give the same audio)
     batch_size: int = 4  # prompts generated together
     window_seconds: float = 30.0  # longest span generated in one pass (MusicGen's training window)
@@ -53,10 +58,14 @@ class GenerateConfig:
             p.append("prompt: missing; set prompt='your text' (or prompt='[a, b]', or prompts_file=FILE)")
         if cfg.duration <= 0:
             p.append(f"duration: must be > 0 seconds (got {cfg.duration})")
-        if cfg.guidance_scale < 1 and cfg.guidance_scale != 0:
+        if cfg.guidance_scale is not None and cfg.guidance_scale < 1 and cfg.guidance_scale != 0:
             p.append("guidance_scale: must be >= 1 (1 or 0 disables classifier-free guidance)")
         if cfg.temperature <= 0:
             p.append("temperature: must be > 0")
+        if cfg.steps is not None and cfg.steps < 1:
+            p.append("steps: must be >= 1 (or null: the variant's)")
+        if cfg.shift is not None and cfg.shift <= 0:
+            p.append("shift: must be > 0 (or null: the variant's)")
         if cfg.top_k < 0 or not 0 <= cfg.top_p <= 1:
             p.append("top_k/top_p: top_k must be >= 0 and top_p in [0, 1]")
         if cfg.batch_size < 1:
@@ -127,8 +136,10 @@ def run_generate(cfg: Any) -> int:
         raise ConfigError(f"out={out} must end in .wav", key="out")
     paths = [out] if len(prompts) == 1 else [out.with_name(f"{out.stem}_{i:02d}.wav") for i in range(len(prompts))]
     print(f"generate: {sampler.description} on {device}; {len(prompts)} prompt(s), {cfg.duration:g} s each, "
-          f"guidance scale {cfg.guidance_scale:g}, top-k {cfg.top_k}, temperature {cfg.temperature:g}, seed {cfg.seed}")
-    sampling = dict(guidance_scale=cfg.guidance_scale, top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature)
+          f"guidance scale {'the model default' if cfg.guidance_scale is None else f'{cfg.guidance_scale:g}'}, "
+          f"seed {cfg.seed}")
+    sampling = dict(guidance_scale=cfg.guidance_scale, top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature,
+                    lyrics=cfg.lyrics, steps=cfg.steps, shift=cfg.shift)
     written = []
     for first in range(0, len(prompts), cfg.batch_size):
         batch = prompts[first : first + cfg.batch_size]

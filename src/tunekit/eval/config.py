@@ -39,9 +39,13 @@ class EvalConfig:
     seed: int = 0  # base seed: the batch starting at prompt i samples with seed + i (base and fine-tuned alike); also seeds FAD∞ subsets and the bootstrap
     n_samples: int = 0  # run mode: held-out prompts to generate (0: all)
     duration: float | None = None  # run mode: seconds per prompt; null: the reference windows' median length (longer windows keep their first `duration` s)
-    guidance_scale: float = 3.0  # run mode: classifier-free guidance coefficient (same for base and fine-tuned)
-    top_k: int = 250  # run mode: top-k sampling
-    temperature: float = 1.0  # run mode: sampling temperature
+    # run mode: classifier-free guidance (same for base and fine-tuned); null: the model's default (MusicGen 3.0;
+    # ACE-Step turbo 1.0 = off, base/sft 7.0)
+    guidance_scale: float | None = None
+    top_k: int = 250  # run mode, MusicGen: top-k sampling
+    temperature: float = 1.0  # run mode, MusicGen: sampling temperature
+    steps: int | None = None  # run mode, ACE-Step: sampling steps; null: the variant's (turbo 8, base/sft 50)
+    shift: float | None = None  # run mode, ACE-Step: timestep shift; null: the variant's (turbo 3.0, base/sft 1.0)
     batch_size: int = 8  # prompts generated / windows embedded per batch
     device: str = "auto"  # cpu, cuda, cuda:N, or auto (cuda when available)
     cache: bool = True  # reuse cached reference statistics (<cache>/eval-stats)

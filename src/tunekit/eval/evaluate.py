@@ -234,7 +234,10 @@ def reconstruction_floor(
     def transform(audio: Any, rate: int) -> tuple[Any, int]:
         if "codec" not in state:
             state["codec"] = codec.load()
-            state["bandwidth"] = bandwidth_for(state["codec"], codec.codebooks)
+            if codec.round_trip is None:
+                state["bandwidth"] = bandwidth_for(state["codec"], codec.codebooks)
+        if codec.round_trip is not None:
+            return codec.round_trip(state["codec"], audio, rate, device)
         return reconstruct(audio, rate, state["codec"], bandwidth=state["bandwidth"], stereo=codec.stereo, device=device)
 
     recon, _ = set_statistics(embedders, reference, batch_size=config.batch_size, cache_root=cache_root,

@@ -70,6 +70,9 @@ class CodecSource:
     load: Callable[[], Any]
     stereo: bool = False  # a stereo generator codes each channel separately with a mono codec
     codebooks: int | None = None  # codebooks per channel the generator uses (None: the codec's largest bandwidth)
+    # (codec, audio, rate, device) -> (audio, rate): the family's own round trip (ACE-Step: VAE encode -> decode);
+    # None: EnCodec's `reconstruct` at the bandwidth of `codebooks`
+    round_trip: Callable[[Any, np.ndarray, int, str], tuple[np.ndarray, int]] | None = None
 
 
 def encodec_source(config: EvalConfig, embedders: list[Any]) -> CodecSource:

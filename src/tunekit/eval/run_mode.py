@@ -122,6 +122,8 @@ def generate_set(
         "guidance": config.guidance_scale,
         "top_k": config.top_k,
         "temperature": config.temperature,
+        "steps": config.steps,
+        "shift": config.shift,
         **identity,
     }
     manifest = folder / "generation.json"
@@ -143,6 +145,7 @@ def generate_set(
             audio, rate = sampler.generate(
                 [p.prompt for p in batch], seconds, seed=seed,
                 guidance_scale=config.guidance_scale, top_k=config.top_k, top_p=0.0, temperature=config.temperature,
+                steps=config.steps, shift=config.shift,
             )
             for item, clip in zip(batch, audio, strict=True):
                 peak = float(np.max(np.abs(clip))) if clip.size else 0.0
@@ -173,7 +176,8 @@ def generator_codec(sampler: Any, base_path: str, loaded: dict[str, Any], load_b
             load_base()
         return loaded["module"]
 
-    return CodecSource(id=f"{sampler.name}:{model_digest(base_path)}", load=load, stereo=stereo, codebooks=codebooks)
+    return CodecSource(id=f"{sampler.name}:{model_digest(base_path)}", load=load, stereo=stereo, codebooks=codebooks,
+                       round_trip=getattr(sampler, "round_trip", None))
 
 
 def _training_records(run: Path) -> list[dict[str, Any]]:
@@ -277,7 +281,7 @@ def run_on_training_run(config: EvalConfig, sampler: Any) -> int:
     metrics["generation"] = {
         "duration": seconds,
         "duration_source": "set by duration=" if config.duration is not None else "median length of the reference windows",
-        "guidance": config.guidance_scale, "top_k": config.top_k,
+        "guidance": config.guidance_scale, "top_k": config.top_k, "steps": config.steps, "shift": config.shift,
         "temperature": config.temperature, "batch_size": config.batch_size,
         "seeds": infos["base"].get("seeds", {}), "n_prompts": len(prompts),
         "prompt_source": f"captions of the held-out windows in splits {list(config.reference_splits)}",

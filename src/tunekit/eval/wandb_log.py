@@ -25,7 +25,8 @@ from tunekit.loggers import wandb_mode
 
 
 def flat_metrics(metrics: dict[str, Any], set_names: list[str], embeddings: list[str]) -> dict[str, float]:
-    """`<set>/<embedding>/fad`, `…/fad_inf`, `…/n`, `<set>/clap_score` and the reference floor/ceiling."""
+    """`<set>/<embedding>/fad`, `…/fad_inf`, `…/kad`, `…/n`, `<set>/clap_score`, the reference floor/ceiling and
+    each fine-tuned − base `delta/<metric>` with its interval."""
     out: dict[str, float] = {}
     for name in set_names:
         block = metrics.get(name, {})
@@ -37,6 +38,8 @@ def flat_metrics(metrics: dict[str, Any], set_names: list[str], embeddings: list
             if entry.get("fad_inf"):
                 out[f"eval/{name}/{emb}/fad_inf"] = entry["fad_inf"]["a"]
                 out[f"eval/{name}/{emb}/fad_inf_r2"] = entry["fad_inf"]["r2"]
+            if entry.get("kad") is not None:
+                out[f"eval/{name}/{emb}/kad"] = entry["kad"]
         if block.get("clap_score") is not None:
             out[f"eval/{name}/clap_score"] = block["clap_score"]
     ref = metrics.get("reference", {})
@@ -44,8 +47,14 @@ def flat_metrics(metrics: dict[str, Any], set_names: list[str], embeddings: list
         rec = (ref.get(emb) or {}).get("reconstruction") or {}
         if rec.get("fad") is not None:
             out[f"eval/reference/{emb}/reconstruction_fad"] = rec["fad"]
+        if rec.get("kad") is not None:
+            out[f"eval/reference/{emb}/reconstruction_kad"] = rec["kad"]
     if ref.get("clap_score") is not None:
         out["eval/reference/clap_score"] = ref["clap_score"]
+    for metric, delta in (metrics.get("delta") or {}).items():  # fine-tuned − base, with its 95% interval
+        out[f"eval/delta/{metric}"] = delta.get("value")
+        lo, hi = delta.get("ci95") or (None, None)
+        out[f"eval/delta/{metric}_ci95_lo"], out[f"eval/delta/{metric}_ci95_hi"] = lo, hi
     return {k: float(v) for k, v in out.items() if v is not None}
 
 

@@ -509,6 +509,11 @@ class AceStepSampler:
         config = AutoencoderOobleck.load_config(path, subfolder="vae")
         return int(config.get("audio_channels", 2)) == 2, 0
 
+    @staticmethod
+    def round_trip(vae: Any, audio: Any, rate: int, device: str) -> tuple[Any, int]:
+        """The reconstruction floor's round trip: `reconstruct_with_vae` (the VAE stays where it was loaded)."""
+        return reconstruct_with_vae(vae, audio, rate)
+
     def generate(
         self,
         prompts: list[str],

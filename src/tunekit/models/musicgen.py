@@ -326,6 +326,7 @@ class MusicgenSampler:
     """
 
     name = "musicgen"  # the family; prefixes the reconstruction codec's cache id
+    round_trip = None  # the reconstruction floor is EnCodec's own round trip at the model's codebooks
 
     def __init__(self, model: Any, tokenizer: Any, description: str) -> None:
         self.model = model
@@ -361,9 +362,14 @@ class MusicgenSampler:
 
     def generate(self, prompts: list[str], seconds: float, *, seed: int = 0, **options: Any) -> tuple[Any, int]:
         """(audio (B, C, N) float32 numpy, rate): `generate_audio` with this model; `options` are its keywords
-        (guidance_scale, top_k, top_p, temperature, window_seconds, context_seconds, crossfade_seconds, chroma)."""
+        (guidance_scale, top_k, top_p, temperature, window_seconds, context_seconds, crossfade_seconds, chroma);
+        a None option takes MusicGen's default (guidance 3.0, top-k 250, temperature 1.0), options of other
+        families (lyrics, steps, shift) are ignored."""
+        known = {"guidance_scale", "top_k", "top_p", "temperature", "window_seconds", "context_seconds",
+                 "crossfade_seconds", "chroma"}
+        given = {k: v for k, v in options.items() if k in known and v is not None}
         return generate_audio(self.model, self.tokenizer, self.model.audio_encoder, prompts, seconds, seed=seed,
-                              **options)
+                              **given)
 
 
 # --- tiny stand-ins ---------------------------------------------------------------------------------------
