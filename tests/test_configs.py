@@ -23,8 +23,10 @@ def _schema(verb):
 
 
 def _combinations(config: str, schema: type) -> list[list[str]]:
-    """Override lists choosing an option in every group reachable from `config`, in every combination
-    (choosing an option can bring in further groups, which are then combined too), plus the defaults."""
+    """Override lists choosing an option in every group reachable from `config` (choosing an option can bring in
+    further groups, which are then combined too), plus the defaults. Every option of every group appears, and every
+    pair of options of two groups appears together at least once (all-pairs): the full product of recipes, model
+    options, methods, loggers and model sets would take minutes, and a problem between two choices shows in a pair."""
     import itertools
 
     out: list[list[str]] = [[]]
@@ -35,7 +37,12 @@ def _combinations(config: str, schema: type) -> list[list[str]]:
         groups = [g for g in group_choices(config, schema, overrides) if g not in chosen]
         if not groups:
             continue
+        covered: set[tuple[str, ...]] = set()
         for options in itertools.product(*[[f"{g}={o}" for o in group_options(g)] for g in groups]):
+            pairs = {(a, b) for a, b in itertools.combinations(options, 2)} | {(o,) for o in options}
+            if pairs <= covered:
+                continue
+            covered |= pairs
             todo.append([*overrides, *options])
             out.append([*overrides, *options])
     return out

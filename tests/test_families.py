@@ -34,11 +34,35 @@ def test_a_family_provides_every_part(name):
     assert family.tiny_models() and set(family.tiny_models()) <= set(tiny.TINY_NAMES)
 
 
-def test_every_model_group_option_is_a_family():
-    options = {p.stem for p in (resource_dir("configs") / "model").glob("*.yaml")}
-    assert options == set(FAMILIES)
-    for name in options:
-        assert OmegaConf.load(resource_dir("configs") / "model" / f"{name}.yaml").family == name
+def test_every_model_option_names_a_family_and_every_family_has_options():
+    from tunekit.families import model_options
+
+    options = model_options()
+    assert {v["family"] for v in options.values()} == set(FAMILIES), options
+    for name, option in options.items():
+        family = FAMILIES[option["family"]]
+        assert option.get("name") is None or family_of_model(option["name"]).name == family.name, name
+        assert (resource_dir("configs") / "model" / "train" / f"{name}.yaml").is_file(), f"{name}: training defaults"
+    assert FAMILIES["musicgen"].options() == ["musicgen"]
+    assert FAMILIES["acestep"].options()[0] == "acestep-1.5-turbo"  # the family's default checkpoint first
+
+
+def test_a_checkpoint_selects_its_option(tmp_path):
+    """model=<checkpoint> on the command line picks the option (and so the training defaults) it belongs to:
+    by the id an option names, or for an ACE-Step folder by the variant its transformer config states."""
+    import json
+
+    from tunekit.cli.main import VERBS, _expand
+    from tunekit.families import option_for_checkpoint
+
+    assert option_for_checkpoint("facebook/musicgen-medium") == "musicgen"
+    assert option_for_checkpoint("ACE-Step/acestep-v15-xl-base-diffusers") == "acestep-1.5-base"
+    folder = tmp_path / "my-sft"
+    (folder / "transformer").mkdir(parents=True)
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "AceStepPipeline"}))
+    (folder / "transformer" / "config.json").write_text(json.dumps({"model_version": "sft", "is_turbo": False}))
+    assert option_for_checkpoint(str(folder)) == "acestep-1.5-sft"
+    assert _expand(VERBS["train"], [f"model={folder}"]) == ["model=acestep-1.5-sft", f"model.name={folder}"]
 
 
 def test_family_of_a_checkpoint(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 
 from tunekit.config.compose import group_options, load_config
 from tunekit.errors import ConfigErrors
+from tunekit.families import get_family
 from tunekit.generate import GenerateConfig
 from tunekit.paths import resource_dir
 from tunekit.train.config import TrainConfig
@@ -19,7 +20,7 @@ REQUIRED = ["data.path=/data/prep", "out=/runs/x"]
 def test_every_recipe_composes_validates_and_documents_itself(recipe):
     cfg = load_config("train", [f"recipe={recipe}", *REQUIRED], TrainConfig)
     assert cfg.recipe_name == recipe
-    assert cfg.data.pipeline == "musicgen"
+    assert cfg.data.pipeline == get_family(cfg.model.family).pipeline  # its family's prep pipeline
     text = (resource_dir("recipes") / f"{recipe}.yaml").read_text()
     assert f"tunekit train recipe={recipe}" in text and "Hardware:" in text and "Why these settings" in text
 

@@ -11,8 +11,9 @@ family, so a second family is a new entry and new modules, not a new `if` in eve
     export    `run_formats` (what a run writes that other tools load) and `dataset_exports` (`tunekit export format=`)
     tiny      every variant and companion model has a tiny random stand-in (`models=tiny`)
 
-`tunekit train model=<family>` selects the family (configs/model/<family>.yaml); `tunekit ls families`
-lists them with their variants. Parts are 'module:attr' strings, imported only when used.
+`tunekit train model=<option>` selects a family and its checkpoint (configs/model/<option>.yaml: musicgen,
+acestep-1.5-turbo, …; configs/model/train/<option>.yaml holds what that choice sets for training);
+`tunekit ls families` lists them with their variants. Parts are 'module:attr' strings, imported only when used.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from tunekit.errors import ConfigError
 class Family:
     """One generator family and the parts tunekit uses for it."""
 
-    name: str  # what `model=` selects, e.g. musicgen
+    name: str  # e.g. musicgen; the `model=` options (configs/model/) name it as their `family`
     summary: str  # one line for `tunekit ls`
     loaders: tuple[str, ...]  # the model registry's loaders (ModelSpec.loader) of this family's generators
     pipeline: str  # the prep pipeline (pipelines/<name>.yaml) whose output it trains on
@@ -51,6 +52,12 @@ class Family:
         from tunekit.models.registry import DEFAULTS
 
         return DEFAULTS[self.name]
+
+    def options(self) -> list[str]:
+        """Its `model=` options (configs/model/<option>.yaml whose `family` is this one), the default's first."""
+        mine = [k for k, v in model_options().items() if v.get("family") == self.name]
+        default = [k for k in mine if model_options()[k].get("name") in (None, self.default_checkpoint())]
+        return default[:1] + [k for k in mine if k not in default[:1]]
 
     def variants(self) -> list[Any]:
         """The registry's generators of this family (ModelSpec), in registry order."""
@@ -83,9 +90,23 @@ FAMILIES: dict[str, Family] = {
             dataset_exports=("audiocraft", "hf"),
             companions=("facebook/encodec_32khz",),
         ),
+        Family(
+            name="acestep",
+            summary="ACE-Step 1.5 (diffusers): a flow-matching DiT over 48 kHz stereo VAE latents, with vocals and "
+            "lyrics; LoRA or full fine-tuning of the DiT",
+            loaders=("acestep",),
+            pipeline="acestep",
+            prep_tail="latents",
+            dataset="tunekit.data.latents:LatentSet",
+            trainer="tunekit.train.acestep:train_acestep",
+            sampler="tunekit.models.acestep:AceStepSampler",
+            run_formats=("diffusers LoRA + official PEFT adapter (adapter/)", "diffusers DiT (model/transformer/)"),
+            dataset_exports=("hf",),
+        ),
     ]
 }
 DEFAULT_FAMILY = "musicgen"
+PIPELINE_LOADERS = {"AceStepPipeline": "acestep"}  # a diffusers folder's model_index.json class -> its loader
 
 
 def get_family(name: str, key: str = "model.family") -> Family:
@@ -97,17 +118,20 @@ def get_family(name: str, key: str = "model.family") -> Family:
 
 def family_of_model(name: str, key: str = "model") -> Family:
     """The family whose generators include `name`: a registry id, or a local checkpoint folder whose
-    config.json names a model type a family loads. Unknown hub ids default to MusicGen (its loader then
+    config.json (transformers) or model_index.json (diffusers) names a model a family loads. Unknown hub ids default to MusicGen (its loader then
     says clearly when the checkpoint is something else)."""
     from tunekit.models.registry import find_spec
 
+    import json
+
     spec = find_spec(name)
     loader = spec.loader if spec is not None else None
-    config = Path(name).expanduser() / "config.json"
-    if loader is None and config.is_file():
-        import json
-
-        loader = json.loads(config.read_text()).get("model_type")
+    folder = Path(name).expanduser()
+    if loader is None and (folder / "model_index.json").is_file():  # a diffusers pipeline folder
+        pipeline = json.loads((folder / "model_index.json").read_text()).get("_class_name")
+        loader = PIPELINE_LOADERS.get(pipeline, pipeline)
+    elif loader is None and (folder / "config.json").is_file():  # a transformers checkpoint folder
+        loader = json.loads((folder / "config.json").read_text()).get("model_type")
     if loader is None:
         return FAMILIES[DEFAULT_FAMILY]
     for family in FAMILIES.values():
@@ -118,6 +142,35 @@ def family_of_model(name: str, key: str = "model") -> Family:
         + "; ".join(f"{f.name} ({', '.join(v.id for v in f.variants())})" for f in FAMILIES.values()),
         key=key,
     )
+
+
+def model_options() -> dict[str, dict[str, Any]]:
+    """Every `model=` option: configs/model/<option>.yaml's `family` and `name` (its checkpoint; null: the family's
+    default). Training defaults per option live beside them in configs/model/train/<option>.yaml."""
+    from omegaconf import OmegaConf
+
+    from tunekit.paths import resource_dir
+
+    folder = resource_dir("configs") / "model"
+    return {p.stem: OmegaConf.to_container(OmegaConf.load(p)) for p in sorted(folder.glob("*.yaml"))}
+
+
+def option_for_checkpoint(name: str, key: str = "model") -> str:
+    """The `model=` option a checkpoint belongs to: the option that names it, else the option of its variant
+    (an ACE-Step folder's transformer config says turbo, base or sft), else its family's first option."""
+    family = family_of_model(name, key=key)
+    options = family.options()
+    named = [k for k in options if model_options()[k].get("name") == name]
+    if named:
+        return named[0]
+    if family.name == "acestep":
+        from tunekit.models.acestep import folder_variant
+
+        variant = folder_variant(name)
+        matching = [k for k in options if variant and k.endswith(f"-{variant}")]
+        if matching:
+            return matching[0]
+    return options[0]
 
 
 def family_of_run(run: str | Path, key: str = "run") -> Family:

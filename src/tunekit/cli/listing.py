@@ -52,7 +52,7 @@ def family_lines() -> list[str]:
     for f in FAMILIES.values():
         lines.append(f"  {f.name}  {f.summary}")
         lines.append(f"    prep:     pipeline={f.pipeline} (its {f.prep_tail} stage writes the training inputs)")
-        lines.append(f"    train:    model={f.name} ({f.trainer.partition(':')[0]}); writes "
+        lines.append(f"    train:    model={' | '.join(f.options())} ({f.trainer.partition(':')[0]}); writes "
                      + ", ".join(f.run_formats))
         lines.append("    export:   format=" + " | ".join(f.dataset_exports))
         lines.append("    tiny:     models=tiny builds " + ", ".join(f.tiny_models()))

@@ -192,8 +192,9 @@ def _print_config(verb: Verb, overrides: list[str]) -> int:
 def _expand(verb: Verb, overrides: list[str]) -> list[str]:
     """Rewrite a verb's shorthand keys (`data=x` → `data.path=x`) in Hydra overrides.
 
-    `model=` is both a config group (the family: `model=musicgen`) and the shorthand of `model.name`: a value
-    that is not a family is a checkpoint, and selects the family that checkpoint belongs to as well.
+    `model=` is both a config group (`model=musicgen`, `model=acestep-1.5-base`: a family and its checkpoint) and
+    the shorthand of `model.name`: a value that is not an option is a checkpoint, and selects the option it
+    belongs to as well (its family's, and for ACE-Step its variant's, training defaults).
     """
     out = []
     shorthands = dict(verb.shorthands)
@@ -204,13 +205,13 @@ def _expand(verb: Verb, overrides: list[str]) -> list[str]:
             continue
         if key == "model":
             from tunekit.config.compose import group_options
-            from tunekit.families import DEFAULT_FAMILY, family_of_model
+            from tunekit.families import option_for_checkpoint
 
             if value in group_options("model"):
                 out.append(item)
                 continue
-            family = family_of_model(value).name
-            out += [] if family == DEFAULT_FAMILY else [f"model={family}"]
+            option = option_for_checkpoint(value)
+            out += [] if option == "musicgen" else [f"model={option}"]
         out.append(f"{shorthands[key]}={value}")
     return out
 

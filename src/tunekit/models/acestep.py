@@ -148,6 +148,20 @@ def variant_of(pipe: Any) -> str:
     return "base"
 
 
+def folder_variant(folder: str | Path) -> str | None:
+    """'turbo', 'base' or 'sft' of a diffusers-format checkpoint folder, read from its transformer/config.json
+    alone (no weights loaded); None when the folder is not one or names no variant."""
+    import json
+
+    config = Path(folder).expanduser() / "transformer" / "config.json"
+    if not config.is_file():
+        return None
+    data = json.loads(config.read_text())
+    if data.get("is_turbo") or data.get("model_version") == "turbo":
+        return "turbo"
+    return data.get("model_version") if data.get("model_version") in VARIANTS else None
+
+
 # --- conditioning -------------------------------------------------------------------------------------------
 
 

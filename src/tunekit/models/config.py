@@ -11,9 +11,9 @@ from omegaconf import MISSING
 class ModelChoice:
     """The generator: its family (`model=<family>`) and checkpoint (`model.name=`)."""
 
-    family: str = MISSING  # set by model=<family> (configs/model/): musicgen; `tunekit ls families`
-    # checkpoint: hub id or folder (musicgen-small/-medium/-large/-melody/-stereo-*); null: the family's default
-    # (facebook/musicgen-small)
+    family: str = MISSING  # set by model=<option> (configs/model/): musicgen | acestep; `tunekit ls families`
+    # checkpoint: hub id or folder (facebook/musicgen-small/-medium/…, ACE-Step/…); null: the family's default
+    # (facebook/musicgen-small; ACE-Step 1.5 XL turbo)
     name: str | None = None
 
 

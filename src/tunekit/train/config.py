@@ -17,6 +17,7 @@ from tunekit.train.methods import method_class
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 SCHEDULES = ("cosine", "constant")
+TIMESTEPS = ("auto", "turbo", "logit_normal")  # flow.timesteps (tunekit.train.flow.TimestepSampler)
 
 
 @dataclass
@@ -96,9 +97,22 @@ class EvalConfig:
     prompts: list[str] = field(default_factory=list)  # prompts to sample; empty: the first captions of held-out windows
     n_prompts: int = 4  # how many held-out captions to use when `prompts` is empty (0: no samples)
     seconds: float = 8.0  # length of each sample
-    guidance_scale: float = 3.0  # classifier-free guidance scale
+    guidance_scale: float | None = 3.0  # classifier-free guidance scale (flow-matching families: null = the variant's)
+    steps: int | None = None  # flow-matching families: sampling steps (null: the variant's, turbo 8, base/sft 50)
+    shift: float | None = None  # flow-matching families: timestep shift (null: the variant's, turbo 3, base/sft 1)
     top_k: int = 250  # top-k sampling
     temperature: float = 1.0  # sampling temperature
+
+
+@dataclass
+class FlowConfig:
+    """Flow-matching families (ACE-Step 1.5): how training times are drawn. MusicGen ignores this section."""
+
+    # flow-matching families: auto (turbo for turbo checkpoints, logit_normal for base/sft) | turbo (uniform over
+    # the 8-step shift-3 times turbo samples at) | logit_normal (sigmoid of a normal)
+    timesteps: str = "auto"
+    logit_mean: float = -0.4  # flow-matching families: mean of the normal behind logit_normal times (Side-Step's)
+    logit_std: float = 1.0  # flow-matching families: its standard deviation
 
 
 @dataclass
@@ -111,7 +125,7 @@ class ExportConfig:
 
 @dataclass
 class TrainConfig:
-    """`tunekit train`: fine-tune MusicGen on a prepared dataset."""
+    """`tunekit train`: fine-tune a music generator (MusicGen, ACE-Step 1.5) on a prepared dataset."""
 
     out: str = MISSING  # run folder: config, metrics, checkpoints, samples, adapter/model, model card
     recipe_name: str | None = None  # name of the recipe this run uses (set by recipes/*.yaml; shown in the model card)
@@ -122,6 +136,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)  # optimisation and cadence
     eval: EvalConfig = field(default_factory=EvalConfig)  # evaluation samples
     export: ExportConfig = field(default_factory=ExportConfig)  # final artefacts
+    flow: FlowConfig = field(default_factory=FlowConfig)  # flow-matching families: training times
     logger: LoggerConfig = field(default_factory=LoggerConfig)  # experiment logger
     models: ModelsConfig = field(default_factory=ModelsConfig)  # real or tiny weights
 
@@ -184,6 +199,14 @@ class TrainConfig:
         need(cfg.eval.n_prompts >= 0, "eval.n_prompts", "must be >= 0")
         need(cfg.eval.top_k >= 0, "eval.top_k", "must be >= 0")
         need(cfg.eval.temperature > 0, "eval.temperature", "must be > 0")
+        g = cfg.eval.guidance_scale
+        need(g is None or g >= 0, "eval.guidance_scale", "must be >= 0 (1: no guidance)")
+        need(g is not None or cfg.model.family != "musicgen", "eval.guidance_scale",
+             "MusicGen needs a number (its default is 3.0); null means a flow-matching variant's own default")
+        need(cfg.eval.steps is None or cfg.eval.steps >= 1, "eval.steps", "must be >= 1 or null")
+        need(cfg.eval.shift is None or cfg.eval.shift > 0, "eval.shift", "must be > 0 or null")
+        need(cfg.flow.timesteps in TIMESTEPS, "flow.timesteps", f"must be one of {', '.join(TIMESTEPS)}")
+        need(cfg.flow.logit_std > 0, "flow.logit_std", "must be > 0")
         need(cfg.logger.mode in ("auto", "online", "offline"), "logger.mode", "must be auto, online or offline")
         out = Path(str(cfg.out)).expanduser() if cfg.out else None
         need(out is None or not out.exists() or out.is_dir(), "out", f"{cfg.out} is a file; give a folder for the run")

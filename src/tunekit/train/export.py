@@ -1,24 +1,44 @@
-"""What a finished run leaves behind: the peft adapter or transformers model, and a model card that says what
-it was trained on (with licences and attribution), under which terms it may be used, how it was trained, how
-well, and how to use it. The card starts with Hugging Face front matter and is written into the run and into
-every weights folder, so an uploaded adapter carries it.
+"""What a finished run leaves behind: the adapter or model folders, and a model card that says what it was
+trained on (with licences and attribution), under which terms it may be used, how it was trained, how well, and
+how to use it. The card starts with Hugging Face front matter and is written into the run and into every weights
+folder, so an uploaded adapter carries it. What differs by family (the training inputs, the usage snippet, the
+library that loads each folder) is passed in by the family's trainer; MusicGen's are the defaults.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import shutil
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tunekit.atomic import write_text
+from tunekit.data.latents import LatentSet
 from tunekit.data.tokens import TokenSet
 
+MUSICGEN_FOLDERS = {"adapter": "peft", "model": "transformers", "merged": "transformers"}  # folder -> library
 
-def _track_licences(tokens: TokenSet, rows: np.ndarray) -> dict[str, str]:
+
+@contextlib.contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Write a folder under a temporary name, then swap it into place."""
+    tmp = final.with_name(f".tmp-{final.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    yield tmp
+    old = final.with_name(f".old-{final.name}")
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _track_licences(tokens: TokenSet | LatentSet, rows: np.ndarray) -> dict[str, str]:
     """track_id -> licence name (tunekit.corpus.license.license_name) of the tracks behind `rows`."""
     from tunekit.corpus.license import license_name
 
@@ -30,7 +50,7 @@ def _track_licences(tokens: TokenSet, rows: np.ndarray) -> dict[str, str]:
     return out
 
 
-def data_card(tokens: TokenSet, train: np.ndarray, valid: np.ndarray) -> dict[str, Any]:
+def data_card(tokens: TokenSet | LatentSet, train: np.ndarray, valid: np.ndarray) -> dict[str, Any]:
     """Counts, hours and licences of the windows a run trained on, and of the tracks only used to evaluate.
 
     Evaluation-only tracks are the validation and test tracks (never in a training batch); their
@@ -179,7 +199,7 @@ def use_restrictions(data: dict[str, Any], base_licence_id: str | None, base: st
     return lines
 
 
-def _front_matter(cfg: Any, base: str, licence: dict[str, str], library: str) -> str:
+def _front_matter(cfg: Any, base: str, licence: dict[str, str], library: str, relation: str | None = None) -> str:
     """Hugging Face card metadata (YAML between `---` lines)."""
     import yaml
 
@@ -191,10 +211,10 @@ def _front_matter(cfg: Any, base: str, licence: dict[str, str], library: str) ->
     meta: dict[str, Any] = dict(licence)
     if not is_local_path(base):
         meta["base_model"] = base
-        meta["base_model_relation"] = "adapter" if library == "peft" else "finetune"
+        meta["base_model_relation"] = relation or ("adapter" if library == "peft" else "finetune")
     meta["library_name"] = library
     meta["pipeline_tag"] = "text-to-audio"
-    meta["tags"] = ["tunekit", "musicgen", "text-to-audio", "full-fine-tune" if full else "lora"]
+    meta["tags"] = ["tunekit", str(cfg.model.family), "text-to-audio", "full-fine-tune" if full else "lora"]
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---"
 
 
@@ -224,12 +244,17 @@ def model_card(
     metrics: dict[str, Any],
     attribution: list[dict[str, str]],
     library: str | None = None,
+    inputs: str | None = None,
+    usage: str | None = None,
+    relation: str | None = None,
 ) -> str:
     """The model card's text: Hugging Face front matter, base model, recipe, data (licences of the training
     tracks, evaluation-only tracks apart), use restrictions, attribution, metrics and a working snippet.
 
     `base` is the configured model id; `base_path` what loads it here (the tiny stand-in's folder with
     models=tiny). `library` is the front matter's `library_name` (default: peft for LoRA, transformers for full).
+    `inputs` says what the model trained on and `usage` how to run it (default: MusicGen's tokens and snippet);
+    `relation` is the front matter's `base_model_relation` (default: adapter for a peft library, else finetune).
     """
     from tunekit.train.methods import build_method
 
@@ -239,7 +264,7 @@ def model_card(
     licence_id = base_licence(cfg)
     licence = card_licence(data, licence_id)
     lines = [
-        _front_matter(cfg, base, licence, library or ("transformers" if full else "peft")),
+        _front_matter(cfg, base, licence, library or ("transformers" if full else "peft"), relation),
         "",
         f"# {run_dir.name}",
         "",
@@ -254,7 +279,7 @@ def model_card(
         f"- method: {method}",
         f"- steps: {metrics.get('step')} x global batch {metrics.get('global_batch')} "
         f"({t.batch_size} per device x {t.grad_accum} accumulation x {metrics.get('world_size', 1)} devices), "
-        f"{data['codec']} tokens, crops of {cfg.data.crop_seconds:g} s",
+        + (inputs or f"{data['codec']} tokens, crops of {cfg.data.crop_seconds:g} s"),
         f"- optimiser: AdamW lr {t.lr:g} (betas {list(t.betas)}, weight decay {t.weight_decay:g}), "
         f"{t.schedule} schedule with warmup {t.warmup:g}, grad clip {t.grad_clip:g}, "
         f"precision {metrics.get('precision')}",
@@ -295,7 +320,7 @@ def model_card(
         "",
         "## Use",
         "",
-        _snippet(run_dir, base_path, full, bool(cfg.models.tiny)),
+        usage or _snippet(run_dir, base_path, full, bool(cfg.models.tiny)),
         "",
         "The full training configuration is in `config.yaml`; re-running the same `tunekit train` command "
         "resumes or reproduces the run.",
@@ -304,12 +329,15 @@ def model_card(
     return "\n".join(lines)
 
 
-def write_model_card(run_dir: Path, **card: Any) -> Path:
-    """`<run>/README.md` (see `model_card`), and the same card in every exported weights folder: `adapter/`
-    (replacing peft's blank template), `model/` and `merged/` (whose front matter says transformers)."""
+def write_model_card(run_dir: Path, folders: dict[str, str] | None = None, **card: Any) -> Path:
+    """`<run>/README.md` (see `model_card`), and the same card in every exported weights folder of `folders`
+    (folder -> the library its front matter names; MusicGen's: `adapter/` peft, replacing peft's blank template,
+    `model/` and `merged/` transformers). `adapter/` is an adapter of the base model, the others fine-tunes."""
     path = run_dir / "README.md"
     write_text(path, model_card(run_dir, **card))
-    for folder, library in (("adapter", "peft"), ("model", "transformers"), ("merged", "transformers")):
+    for folder, library in (folders or MUSICGEN_FOLDERS).items():
         if (run_dir / folder).is_dir():
-            write_text(run_dir / folder / "README.md", model_card(run_dir, library=library, **card))
+            relation = "adapter" if folder == "adapter" else "finetune"
+            write_text(run_dir / folder / "README.md",
+                       model_card(run_dir, **{**card, "library": library, "relation": relation}))
     return path

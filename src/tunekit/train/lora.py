@@ -1,7 +1,8 @@
 """Which weights train: LoRA adapters injected with peft (target presets) or the whole decoder.
 
 Presets name modules of transformers' MusicGen by their full path, so the text encoder (T5: q/k/v/o,
-wi/wo) and EnCodec are never matched and the saved adapter loads onto the stock model unchanged.
+wi/wo) and EnCodec are never matched and the saved adapter loads onto the stock model unchanged. Another
+family passes its own presets to `target_regex` (ACE-Step's are in tunekit.train.acestep).
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ PRESETS: dict[str, list[str]] = {
 }
 
 
-def target_regex(preset: str) -> str:
-    """peft `target_modules` pattern (matched with re.fullmatch against module names) for a preset."""
-    if preset not in PRESETS:
+def target_regex(preset: str, presets: dict[str, list[str]] = PRESETS) -> str:
+    """peft `target_modules` pattern (matched with re.fullmatch against module names) for a preset of
+    `presets` (a family's presets; MusicGen's by default)."""
+    if preset not in presets:
         from tunekit.errors import ConfigError
 
         raise ConfigError(
-            f"unknown LoRA target preset {preset!r}; use one of {', '.join(PRESETS)}", key="method.targets"
+            f"unknown LoRA target preset {preset!r}; use one of {', '.join(presets)}", key="method.targets"
         )
-    return "(?:" + "|".join(PRESETS[preset]) + ")"
+    return "(?:" + "|".join(presets[preset]) + ")"
 
 
 def inject_lora(model: Any, r: int, alpha: float, dropout: float, pattern: str) -> Any:
@@ -54,8 +56,10 @@ def enable_checkpointing(module: Any) -> None:
     """Recompute activations in the backward pass (non-reentrant, so frozen inputs and LoRA both work)."""
     if hasattr(module, "activation_checkpointing_enable"):  # transformers >= 5.2x
         module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    else:
+    elif hasattr(module, "gradient_checkpointing_enable"):  # older transformers
         module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:  # diffusers models, whose checkpointing is non-reentrant already
+        module.enable_gradient_checkpointing()
 
 
 def unfreeze(model: Any, trained: Callable[[str], bool]) -> None:

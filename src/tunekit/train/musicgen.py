@@ -13,10 +13,7 @@ The loop's shared parts are in tunekit.train.engine, the math in tunekit.train.{
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +29,7 @@ from tunekit.train.engine import (
     StepLog, TrainState, in_batches, load_trained_weights, run_summary, save_checkpoint, start, train_step, validate,
     write_samples,
 )
-from tunekit.train.export import copy_attribution, data_card, write_model_card
+from tunekit.train.export import atomic_dir, copy_attribution, data_card, write_model_card
 from tunekit.train.lm import MusicgenLM, drop_conditions, encode_text, is_melody
 from tunekit.train.loss import build_delayed, codebook_delays, masked_ce_sum
 from tunekit.train.lora import (
@@ -245,15 +242,15 @@ def _export(cfg: Any, state: TrainState, family: Musicgen, data: Data) -> None:
         state.ema.swap()
     base = resolve(cfg.model.name, tiny=cfg.models.tiny, cache_dir=cfg.models.cache_dir)
     if peft_model is not None:
-        with _atomic_dir(run_dir / "adapter") as tmp:
+        with atomic_dir(run_dir / "adapter") as tmp:
             peft_model.save_pretrained(str(tmp))
         if cfg.export.merge:
             merged = peft_model.merge_and_unload()
-            with _atomic_dir(run_dir / "merged") as tmp:
+            with atomic_dir(run_dir / "merged") as tmp:
                 merged.save_pretrained(str(tmp))
                 processor.save_pretrained(str(tmp))
     else:
-        with _atomic_dir(run_dir / "model") as tmp:
+        with atomic_dir(run_dir / "model") as tmp:
             family.model.save_pretrained(str(tmp))
             processor.save_pretrained(str(tmp))
     attribution = copy_attribution(data.tokens.root, run_dir)
@@ -263,20 +260,6 @@ def _export(cfg: Any, state: TrainState, family: Musicgen, data: Data) -> None:
     what = "adapter/" if peft_model is not None else "model/"
     print(f"done: {run_dir}/{what} (+ README.md model card); try it with: tunekit generate run={run_dir} "
           f"prompt='…'{' models=tiny' if cfg.models.tiny else ''}", flush=True)
-
-
-@contextlib.contextmanager
-def _atomic_dir(final: Path) -> Iterator[Path]:
-    """Write a folder under a temporary name, then swap it into place."""
-    tmp = final.with_name(f".tmp-{final.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    yield tmp
-    old = final.with_name(f".old-{final.name}")
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _eval_prompts(cfg: Any, tokens: TokenSet, valid_rows: Any) -> list[str]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from tunekit.data.latents import LatentSet
 from tunekit.data.tokens import TokenSet
 
 
@@ -90,6 +91,77 @@ def select_rows(tokens: TokenSet, cfg: Any, shape: ModelShape) -> tuple[np.ndarr
     if not problems:
         problems += [f"data.path: {p}" for p in tokens.check_files(np.concatenate([train, valid]), shape.vocab_size)]
     return train, valid, problems
+
+
+def select_latent_rows(latents: LatentSet, cfg: Any, *, channels: int, hidden: int, variant: str
+                       ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(train rows, validation rows, problems) of latent windows (ACE-Step), checked against the DiT: the latent
+    channels and condition width it takes, and the checkpoint variant whose condition encoder made the data."""
+    from tunekit.data.latents import LengthBuckets
+
+    d, t, info = cfg.data, cfg.trainer, latents.info
+    problems: list[str] = []
+    redo = f"run `tunekit prep pipeline=acestep latents.model={cfg.model.name}` into a new out="
+    if info.channels != channels or info.hidden != hidden:
+        problems.append(f"data.path: the latents have {info.channels} channels and conditions of width {info.hidden} "
+                        f"({info.model}) but {cfg.model.name}'s DiT takes {channels} and {hidden}; {redo}")
+    elif info.variant != variant:
+        problems.append(f"data.path: the conditions were made by the {info.variant} checkpoint {info.model}, whose "
+                        f"condition encoder differs from the {variant} checkpoint {cfg.model.name}; {redo}, or pick a "
+                        f"{info.variant} model.name")
+    pipeline = latents.pipeline()
+    if d.pipeline and pipeline and pipeline != d.pipeline:
+        problems.append(
+            f"data.pipeline: this recipe expects data prepared with pipeline={d.pipeline}, but {latents.root} was "
+            f"prepared with pipeline={pipeline}; run `tunekit prep pipeline={d.pipeline}` or set data.pipeline=null"
+        )
+    long_enough = latents.frames >= max(1, int(math.ceil(d.min_seconds * info.frame_rate)))
+    train, valid = latents.indices(d.train_split), latents.indices(d.valid_split)
+    train, valid = train[long_enough[train]], valid[long_enough[valid]]
+    splits = ", ".join(sorted(set(latents.split))) or "none"
+    if len(train) == 0:
+        problems.append(f"data.train_split: no windows of at least {d.min_seconds:g} s in split '{d.train_split}' "
+                        f"of {latents.root} (splits there: {splits})")
+    elif LengthBuckets([latents.shape(int(r)) for r in train], t.batch_size, t.seed).per_epoch == 0:
+        problems.append(f"trainer.batch_size: no {t.batch_size} training windows share one length (latent frames "
+                        "and condition tokens), and batches are never padded (the DiT takes no attention mask); "
+                        "set trainer.batch_size=1 and raise trainer.grad_accum")
+    if t.eval_every > 0 and len(valid) == 0:
+        problems.append(
+            f"data.valid_split: no held-out windows in split '{d.valid_split}' of {latents.root} (splits there: "
+            f"{splits}); re-run `tunekit prep` with a validation split, or set trainer.eval_every=0"
+        )
+    if len(valid) and latents.tracks(d.train_split) & latents.tracks(d.valid_split):
+        problems.append("data.valid_split: some tracks are in both splits; re-run `tunekit prep`")
+    if not problems:
+        problems += [f"data.path: {p}" for p in latents.check_files(np.concatenate([train, valid]))]
+    return train, valid, problems
+
+
+def dit_memory(cfg: Any, *, hidden: int, layers: int, ffn: int, tokens: int, cond_tokens: int, trainable: int,
+               on_device: int, precision: str, device: Any) -> dict[str, float]:
+    """`estimate_memory` for a DiT (ACE-Step) training step: `tokens` patches per window attending to
+    `cond_tokens` condition states, no output vocabulary."""
+    from tunekit.train.methods import build_method
+
+    t, m = cfg.trainer, cfg.method
+    shape = ModelShape(n_codebooks=0, frame_rate=0.0, vocab_size=0, max_positions=tokens, prefix=0, hidden=hidden,
+                       layers=layers, ffn=ffn, max_delay=0)
+    kind = getattr(device, "type", str(device))
+    lora = not build_method(m).full
+    return estimate_memory(
+        shape, params_on_device=on_device, trainable=trainable, batch=t.batch_size, seq=tokens, text_len=cond_tokens,
+        mixed=precision != "fp32", checkpointing=cfg.model.gradient_checkpointing, ema=t.ema_decay > 0,
+        ffn_trained=not lora or m.targets != "attention",
+        lora_inputs=lora_dropout_inputs(shape, m.targets) if lora and m.dropout > 0 else 0,
+        host=kind == "cpu", overhead_gib=1.0 if kind == "cuda" else 0.5,
+    )
+
+
+def show_plan(rows: list[tuple[str, str]], show: bool = True) -> None:
+    """Print the pre-flight summary (on the main process)."""
+    if show:
+        print("tunekit train: pre-flight\n" + format_plan(rows), flush=True)
 
 
 def crop_frames(cfg: Any, shape: ModelShape) -> int:
@@ -240,7 +312,6 @@ def print_plan(
     show: bool = True,
 ) -> None:
     """Print (if `show`) what will run and its memory estimate; refuse when weights + optimiser alone cannot fit."""
-    from tunekit.errors import ConfigError
     from tunekit.train.methods import build_method
     from tunekit.train.optim import warmup_steps
 
@@ -248,13 +319,7 @@ def print_plan(
     crop = crop_frames(cfg, shape)
     global_batch = t.batch_size * t.grad_accum * world
     mem = plan_memory(cfg, shape, trainable=trainable, on_device=on_device, precision=precision, device=device)
-    have = device_memory_gib(device)
-    fixed = mem["weights_gib"] + mem["optimizer_gib"]
-    if have is not None and fixed > have:
-        raise ConfigError(
-            f"model.name={cfg.model.name} with method={build_method(m).name} needs ~{fixed:.1f} GiB for weights and "
-            f"optimiser alone but {device} has {have:.1f} GiB: use method=lora, a smaller model, or shard across GPUs with "
-            "configs/accelerate/fsdp.yaml", key="method")
+    have = check_fits(cfg, mem, device)
     if not show:
         return
     hours = tokens.frames[train_rows].sum() / shape.frame_rate / 3600
@@ -274,12 +339,37 @@ def print_plan(
                   f"{t.schedule}, warmup {warmup_steps(t.warmup, t.max_steps)}"),
         ("device", f"{device} x {world}, precision {precision}"
                    + (", gradient checkpointing" if cfg.model.gradient_checkpointing else "")),
-        ("memory", f"~{_gib(mem['total_gib'])} per device (weights {_gib(mem['weights_gib'])}, optimiser "
-                   f"{_gib(mem['optimizer_gib'])}, activations {_gib(mem['activations_gib'])}"
-                   + (f", allocator {_gib(mem['heap_gib'])}" if mem["heap_gib"] else "") + ")"
-                   + (f" of {have:.0f} GiB" if have else "")),
+        memory_row(mem, have),
         ("run", f"{cfg.out}" + (f" (resuming from {resuming})" if resuming else "")),
     ]), flush=True)
+    warn_if_over(mem, have)
+
+
+def check_fits(cfg: Any, mem: dict[str, float], device: Any) -> float | None:
+    """The device's memory (GiB, None if unknown); refuses when weights and optimiser alone exceed it."""
+    from tunekit.errors import ConfigError
+    from tunekit.train.methods import build_method
+
+    have = device_memory_gib(device)
+    fixed = mem["weights_gib"] + mem["optimizer_gib"]
+    if have is not None and fixed > have:
+        raise ConfigError(
+            f"model.name={cfg.model.name} with method={build_method(cfg.method).name} needs ~{fixed:.1f} GiB for "
+            f"weights and optimiser alone but {device} has {have:.1f} GiB: use method=lora, a smaller model, or shard "
+            "across GPUs with configs/accelerate/fsdp.yaml", key="method")
+    return have
+
+
+def memory_row(mem: dict[str, float], have: float | None) -> tuple[str, str]:
+    """The plan's memory line: the estimate by part, and what the device has."""
+    return ("memory", f"~{_gib(mem['total_gib'])} per device (weights {_gib(mem['weights_gib'])}, optimiser "
+                      f"{_gib(mem['optimizer_gib'])}, activations {_gib(mem['activations_gib'])}"
+                      + (f", allocator {_gib(mem['heap_gib'])}" if mem["heap_gib"] else "") + ")"
+                      + (f" of {have:.0f} GiB" if have else ""))
+
+
+def warn_if_over(mem: dict[str, float], have: float | None) -> None:
+    """Say what to change when the estimate exceeds the device's memory."""
     if have is not None and mem["total_gib"] > have:
         print(f"warning: the estimate exceeds the {have:.0f} GiB available; if it runs out of memory set "
               "model.gradient_checkpointing=true or lower trainer.batch_size (and raise trainer.grad_accum)")

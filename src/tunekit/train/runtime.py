@@ -24,8 +24,10 @@ TRAJECTORY_KEYS = (
     "trainer.grad_accum",
     "trainer.seed",
     "trainer.cond_dropout",
+    "flow",
     "models.tiny",
 )
+_ABSENT = object()  # what OmegaConf.select gives for a key a saved config does not have
 
 
 def make_accelerator(trainer: Any) -> tuple[Any, str]:
@@ -92,6 +94,8 @@ def prepare_run_dir(cfg: Any, has_checkpoint: bool, write: bool = True) -> None:
         old = OmegaConf.load(saved)
         changed = []
         for key in TRAJECTORY_KEYS:
+            if OmegaConf.select(old, key, default=_ABSENT) is _ABSENT:  # a key newer than that run's config
+                continue
             a, b = _select(old, key), _select(cfg, key)
             a = OmegaConf.to_container(a) if OmegaConf.is_config(a) else a
             b = OmegaConf.to_container(b) if OmegaConf.is_config(b) else b
