@@ -161,3 +161,19 @@ def test_a_null_sampling_option_is_the_model_default(tmp_path):
     other, _ = sampler.generate(["a"], 0.2, seed=3, guidance_scale=1.0)
     assert np.array_equal(default, explicit)
     assert not np.array_equal(default, other)
+
+
+def test_lyrics_on_the_command_line_are_text(tmp_path):
+    """Lyrics start with section tags (`[verse]`): on the command line they are text, not a Hydra list, quotes and
+    all; lyrics_file= reads a .txt or .lrc file (timestamps dropped)."""
+    from tunekit.cli.main import VERBS, _expand
+    from tunekit.generate import _lyrics
+
+    for text in ("[verse] la la [chorus] oh", "it's [chorus]", "plain"):
+        assert generate_cfg("prompt=x", *_expand(VERBS["generate"], [f"lyrics={text}"])).lyrics == text
+    lrc = tmp_path / "song.lrc"
+    lrc.write_text("[00:01.00][verse] first line\n[00:04.50]second line\n", encoding="utf-8")
+    assert _lyrics(generate_cfg("prompt=x", f"lyrics_file={lrc}")).splitlines() == ["[verse] first line",
+                                                                                    "second line"]
+    with pytest.raises(ConfigErrors, match="lyrics/lyrics_file"):
+        generate_cfg("prompt=x", "lyrics=a", f"lyrics_file={lrc}")

@@ -41,6 +41,7 @@ class Family:
     run_formats: tuple[str, ...]  # what a finished run writes for other tools
     dataset_exports: tuple[str, ...]  # `tunekit export format=` choices that suit its prep output
     companions: tuple[str, ...] = ()  # other models it needs (codec, VAE), by registry id
+    note: str = ""  # one line `tunekit ls` adds (what is not supported, and why)
 
     def part(self, which: str) -> Any:
         """Import and return one of the 'module:attr' parts (dataset, trainer, sampler)."""
@@ -102,6 +103,7 @@ FAMILIES: dict[str, Family] = {
             sampler="tunekit.models.acestep:AceStepSampler",
             run_formats=("diffusers LoRA + official PEFT adapter (adapter/)", "diffusers DiT (model/transformer/)"),
             dataset_exports=("hf",),
+            note="ACE-Step v1 (3.5B) is not supported: diffusers has no pipeline for it",
         ),
     ]
 }

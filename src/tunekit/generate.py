@@ -36,7 +36,8 @@ class GenerateConfig:
     top_k: int = 250  # MusicGen: top-k sampling (0: off)
     top_p: float = 0.0  # MusicGen: nucleus sampling (0: off)
     temperature: float = 1.0  # MusicGen: sampling temperature
-    lyrics: str | None = None  # ACE-Step: lyrics for every prompt ([verse] ... lines); null: none (instrumental)
+    lyrics: str | None = None  # ACE-Step: lyrics for every prompt (`[verse] …` is taken as text); null: none
+    lyrics_file: str | None = None  # ACE-Step: a .txt or .lrc file of lyrics (LRC timestamps dropped); or lyrics=
     steps: int | None = None  # ACE-Step: sampling steps; null: the variant's (turbo 8, base/sft 50)
     shift: float | None = None  # ACE-Step: timestep shift; null: the variant's (turbo 3.0, base/sft 1.0)
     seed: int = 0  # sampling seed (the same seed and prompts give the same audio)
@@ -62,6 +63,8 @@ class GenerateConfig:
             p.append("guidance_scale: must be >= 1 (1 or 0 disables classifier-free guidance)")
         if cfg.temperature <= 0:
             p.append("temperature: must be > 0")
+        if cfg.lyrics is not None and cfg.lyrics_file:
+            p.append("lyrics/lyrics_file: give the lyrics as text or as a file, not both")
         if cfg.steps is not None and cfg.steps < 1:
             p.append("steps: must be >= 1 (or null: the variant's)")
         if cfg.shift is not None and cfg.shift <= 0:
@@ -139,7 +142,7 @@ def run_generate(cfg: Any) -> int:
           f"guidance scale {'the model default' if cfg.guidance_scale is None else f'{cfg.guidance_scale:g}'}, "
           f"seed {cfg.seed}")
     sampling = dict(guidance_scale=cfg.guidance_scale, top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature,
-                    lyrics=cfg.lyrics, steps=cfg.steps, shift=cfg.shift)
+                    lyrics=_lyrics(cfg), steps=cfg.steps, shift=cfg.shift)
     written = []
     for first in range(0, len(prompts), cfg.batch_size):
         batch = prompts[first : first + cfg.batch_size]
@@ -159,6 +162,21 @@ def run_generate(cfg: Any) -> int:
     write_json(out.with_name(f"{out.stem}.json"),
                {"source": sampler.description, "seed": cfg.seed, "files": written, **sampling})
     return 0
+
+
+def _lyrics(cfg: Any) -> str | None:
+    """`lyrics=`, or the text of `lyrics_file=` (an .lrc file's timestamps dropped)."""
+    if not cfg.lyrics_file:
+        return cfg.lyrics
+    from tunekit.prep.lyrics import parse_lyrics
+
+    path = Path(cfg.lyrics_file).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"lyrics_file={path} does not exist", key="lyrics_file")
+    try:
+        return parse_lyrics(path.read_text(encoding="utf-8"))[0]
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"lyrics_file={path} is not UTF-8 text ({exc})", key="lyrics_file") from exc
 
 
 def _melody_chroma(path: str) -> Any:

@@ -56,6 +56,8 @@ def family_lines() -> list[str]:
                      + ", ".join(f.run_formats))
         lines.append("    export:   format=" + " | ".join(f.dataset_exports))
         lines.append("    tiny:     models=tiny builds " + ", ".join(f.tiny_models()))
+        if f.note:
+            lines.append(f"    note:     {f.note}")
         lines.append("    variants: model.name=…")
         width = max((len(v.id) for v in f.variants()), default=0)
         for v in f.variants():

@@ -25,6 +25,7 @@ class Verb:
     runner: str
     example: str
     shorthands: tuple[tuple[str, str], ...] = ()  # user key → config key, e.g. data= → data.path=
+    text_keys: tuple[str, ...] = ()  # keys whose value is free text taken as given (lyrics: `[verse] …` is no list)
 
 
 VERBS: dict[str, Verb] = {
@@ -81,6 +82,7 @@ VERBS: dict[str, Verb] = {
             schema="tunekit.generate:GenerateConfig",
             runner="tunekit.generate:run_generate",
             shorthands=(("model", "model.name"),),
+            text_keys=("lyrics",),
             example='tunekit generate run=runs/lofi prompt="a mellow lo-fi beat with warm piano" duration=20 out=x.wav',
         ),
         Verb(
@@ -200,6 +202,10 @@ def _expand(verb: Verb, overrides: list[str]) -> list[str]:
     shorthands = dict(verb.shorthands)
     for item in overrides:
         key, eq, value = item.partition("=")
+        if eq and key in verb.text_keys and not (value[:1] in "'\"" and value[-1:] == value[:1]):
+            escaped = value.replace("'", "\\'")
+            out.append(f"{key}='{escaped}'")
+            continue
         if not eq or key not in shorthands:
             out.append(item)
             continue
