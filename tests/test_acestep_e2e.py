@@ -46,6 +46,25 @@ def test_prep_train_generate_eval(tmp_path, monkeypatch):
     assert rate == 48000 and audio.shape == (72000, 2) and np.isfinite(audio).all()
     assert json.loads(out.with_suffix(".json").read_text())["source"].endswith("adapter")
 
+    # The run's adapter folder given as a LoRA made elsewhere, on the same base: the same audio.
+    again = tmp_path / "again.wav"
+    tunekit("generate", "model=acestep-1.5-turbo", f"adapter={run / 'adapter'}", "prompt=a calm piano ballad",
+            "lyrics=[verse] la la", "duration=1.5", f"out={again}", "models=tiny")
+    # Two separate loads of the same weights may reduce in another order (threads): equal within 1e-3 of the
+    # peak; the base alone (no LoRA) is far further away, so a LoRA played at another strength would show.
+    bare = tmp_path / "bare.wav"
+    tunekit("generate", "model=acestep-1.5-turbo", "prompt=a calm piano ballad", "lyrics=[verse] la la",
+            "duration=1.5", f"out={bare}", "models=tiny")
+    peak = float(np.abs(audio).max())
+    same = float(np.abs(sf.read(again, always_2d=True)[0] - audio).max())
+    lora_effect = float(np.abs(sf.read(bare, always_2d=True)[0] - audio).max())
+    assert same <= 1e-3 * peak < lora_effect / 10, (same, peak, lora_effect)
+    # The turbo-trained LoRA on base: allowed, with the untested pairing recorded.
+    other = tmp_path / "on-base.wav"
+    tunekit("generate", f"run={run}", "model=acestep-1.5-base", "prompt=a calm piano ballad", "duration=1",
+            f"out={other}", "models=tiny")
+    assert "untested pairing" in json.loads(other.with_suffix(".json").read_text())["pairing"]
+
     tunekit("eval", f"run={run}", "models=tiny", "logger=none", "n_samples=2", "duration=2",
             "embeddings=[clap,vggish]", "reference_splits=[valid,test]", "bootstrap=50")
     metrics = json.loads((run / "eval" / "metrics.json").read_text())

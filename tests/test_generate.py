@@ -112,8 +112,8 @@ def test_crossfade_join_is_seamless_for_matching_overlaps():
 
 
 def test_generate_config_problems_name_the_key(tmp_path):
-    with pytest.raises(ConfigErrors, match="run/model"):
-        generate_cfg("run=a", "model.name=b", "prompt=x")
+    with pytest.raises(ConfigErrors, match="run/adapter"):
+        generate_cfg("run=a", "adapter=b", "prompt=x")
     with pytest.raises(ConfigErrors, match="prompt: missing"):
         generate_cfg()
     with pytest.raises(ConfigErrors, match="duration"):
@@ -177,3 +177,10 @@ def test_lyrics_on_the_command_line_are_text(tmp_path):
                                                                                     "second line"]
     with pytest.raises(ConfigErrors, match="lyrics/lyrics_file"):
         generate_cfg("prompt=x", "lyrics=a", f"lyrics_file={lrc}")
+
+
+def test_a_musicgen_run_plays_on_its_own_base(run, tmp_path):
+    with pytest.raises(ConfigError, match="plays on the base it was trained on") as err:
+        run_generate(generate_cfg(f"run={run}", "model.name=facebook/musicgen-medium", "prompt=x", "models=tiny",
+                                  f"out={tmp_path}/x.wav"))
+    assert err.value.key == "model.name"

@@ -36,6 +36,7 @@ class GenerateConfig:
     top_k: int = 250  # MusicGen: top-k sampling (0: off)
     top_p: float = 0.0  # MusicGen: nucleus sampling (0: off)
     temperature: float = 1.0  # MusicGen: sampling temperature
+    adapter: str | None = None  # ACE-Step: a LoRA folder made elsewhere (official/Side-Step PEFT or diffusers), at its alpha
     lyrics: str | None = None  # ACE-Step: lyrics for every prompt (`[verse] …` is taken as text); null: none
     lyrics_file: str | None = None  # ACE-Step: a .txt or .lrc file of lyrics (LRC timestamps dropped); or lyrics=
     steps: int | None = None  # ACE-Step: sampling steps; null: the variant's (turbo 8, base/sft 50)
@@ -53,8 +54,8 @@ class GenerateConfig:
     def problems(cls, cfg: Any) -> list[str]:
         """Invalid values, each naming its key."""
         p = []
-        if cfg.run is not None and cfg.model.name is not None:
-            p.append("run/model.name: give either run= (a trained run) or model= (a base model), not both")
+        if cfg.run is not None and cfg.adapter:
+            p.append("run/adapter: give either run= (a tunekit run) or adapter= (a LoRA folder made elsewhere)")
         if cfg.prompt is None and not cfg.prompts_file:
             p.append("prompt: missing; set prompt='your text' (or prompt='[a, b]', or prompts_file=FILE)")
         if cfg.duration <= 0:
@@ -118,8 +119,14 @@ def run_generate(cfg: Any) -> int:
         raise ConfigErrors(problems)
     prompts = _prompts(cfg)
     device = torch.device(resolve_device(cfg.device, key="device"))
+    note = None
     if cfg.run:
-        family, name = family_of_run(cfg.run), None
+        family, name = family_of_run(cfg.run), cfg.model.name
+        if name is not None:
+            if family.name != "acestep":
+                raise ConfigError(f"run= and model.name={name}: a {family.name} run plays on the base it was trained "
+                                  "on; give one of them", key="model.name")
+            note = _variant_pairing(cfg.run, name)
     else:
         family = get_family(cfg.model.family, key="model")
         name = cfg.model.name or family.default_checkpoint()
@@ -129,6 +136,13 @@ def run_generate(cfg: Any) -> int:
     sampler = family.part("sampler").load(
         cfg.run, name, tiny=cfg.models.tiny, cache_dir=cfg.models.cache_dir, device=device
     )
+    if cfg.adapter:
+        if not hasattr(sampler, "add_adapter"):
+            raise ConfigError(f"adapter= takes ACE-Step LoRAs; for {family.name} give run= (a tunekit run)",
+                              key="adapter")
+        sampler.add_adapter(Path(cfg.adapter).expanduser())
+    if note:
+        print(f"warning: {note}", flush=True)
     chroma = None
     if cfg.melody:
         if not sampler.takes_melody:
@@ -159,9 +173,24 @@ def run_generate(cfg: Any) -> int:
             print(f"  {path}  ({a.shape[-1] / rate:.2f} s, {rate} Hz)  {batch[i]}")
     from tunekit.atomic import write_json
 
-    write_json(out.with_name(f"{out.stem}.json"),
-               {"source": sampler.description, "seed": cfg.seed, "files": written, **sampling})
+    write_json(out.with_name(f"{out.stem}.json"), {"source": sampler.description, "seed": cfg.seed, "files": written,
+                                                   "pairing": note, **sampling})
     return 0
+
+
+def _variant_pairing(run: str, name: str) -> str | None:
+    """A warning when a run's LoRA plays on an ACE-Step variant it was not trained on and users have not reported
+    that pair to work (a LoRA trained on base is reported to work on sft and turbo, not the reverse)."""
+    from omegaconf import OmegaConf
+
+    from tunekit.families import model_options, option_for_checkpoint
+
+    trained = str(OmegaConf.load(Path(run).expanduser() / "config.yaml").model.name)
+    a, b = option_for_checkpoint(trained), option_for_checkpoint(name)
+    if a == b or a.endswith("-base"):
+        return None
+    return (f"the run was trained on {trained} ({a}) and plays on {name} ({b}): an untested pairing (LoRAs trained "
+            f"on base are the ones reported to carry over); options: {', '.join(model_options())}")
 
 
 def _lyrics(cfg: Any) -> str | None:

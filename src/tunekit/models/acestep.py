@@ -504,6 +504,12 @@ class AceStepSampler:
         load_lora_alpha_correct(pipe, adapter, key="run")
         return cls(pipe, f"{base}{stand_in} + LoRA adapter {adapter}")
 
+    def add_adapter(self, folder: str | Path, key: str = "adapter") -> None:
+        """Play a LoRA made elsewhere (official trainer, Side-Step: PEFT layout; or a diffusers file) at its true
+        strength: `load_lora_alpha_correct`, which warns about modules it cannot place."""
+        load_lora_alpha_correct(self.pipe, folder, key=key)
+        self.description += f" + LoRA adapter {folder}"
+
     @property
     def codec(self) -> Any:
         """The pipeline's VAE (AutoencoderOobleck), for the reconstruction floor: `decode_latents(vae,
