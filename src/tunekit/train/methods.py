@@ -62,7 +62,7 @@ class FullFineTune:
         return "full"
 
     def card(self, trainable: int, total: int) -> str:
-        return f"full fine-tune of the decoder ({trainable:,} trainable parameters)"
+        return f"full fine-tune ({trainable:,} of {total:,} parameters trained; the encoders frozen)"
 
 
 Method = Lora | FullFineTune
