@@ -91,8 +91,9 @@ def build_shaped_model(shape: str, out: Path) -> Path:
 
 
 def overrides(spec: dict) -> list[str]:
-    """`tunekit train` overrides of one configuration (no validation, no checkpoints before the last step)."""
-    return [
+    """`tunekit train` overrides of one configuration (no validation, no checkpoints before the last step),
+    after the spec's own `base_overrides` when it has them (another family's `model=` group, say)."""
+    return list(spec.get("base_overrides", [])) + [
         f"data.path={spec['data']}", f"out={spec['out']}", f"model.name={spec['model']}",
         f"models.tiny={str(spec['tiny']).lower()}", f"method={spec['method']}", "logger=none",
         f"trainer.device={spec['device']}", f"trainer.precision={spec['precision']}",
@@ -168,11 +169,13 @@ def estimate(counts: dict, spec: dict) -> dict:
     return {"trainable": trainable, "estimate_gib": mem["total_gib"]}
 
 
-def run_child(spec: dict, threads: int | None = None) -> dict:
+def run_child(spec: dict, threads: int | None = None, script: str | Path = __file__) -> dict:
+    """Run `script --child <spec>` in a fresh process (so its peak memory is its own) and return the
+    measurements it prints on its `RESULT ` line, or {"error": last line, "log": tail} when it failed."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
+    cmd = [sys.executable, str(script), "--child", json.dumps(spec)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     for line in proc.stdout.splitlines()[::-1]:
         if line.startswith("RESULT "):
