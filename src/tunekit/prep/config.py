@@ -178,6 +178,107 @@ class SplitConfig:
         return out
 
 
+EXECUTORS = ("local", "ray")
+RAY_INSTALL = "pip install 'tunekit[ray]'"
+
+
+@dataclass
+class StageGpus:
+    """GPUs each Ray actor of one model stage reserves; null: `executor.model_gpus`."""
+
+    separate: float | None = None  # ray: GPUs per Demucs actor; null: model_gpus
+    tag: float | None = None  # ray: GPUs per tagging actor (CLAP; tempo and key are DSP on its CPU); null: model_gpus
+    caption: float | None = None  # ray: GPUs per caption actor (the LLM; templates need none); null: model_gpus
+    tokens: float | None = None  # ray: GPUs per EnCodec actor; null: model_gpus
+    latents: float | None = None  # ray: GPUs per ACE-Step VAE actor (conditioning runs here); null: model_gpus
+
+
+@dataclass
+class ExecutorConfig:
+    """Where the stage functions run (`executor=local|ray`); the engine, cache and tables stay in this process."""
+
+    name: str = "local"  # local: `workers` processes on this machine | ray: tasks and actors on a Ray cluster
+    address: str | None = None  # ray: cluster to join (auto, or ray://host:10001); null: start a local Ray instance
+    num_cpus: int | None = None  # ray, local instance: CPUs it may use; null: every core of this machine
+    object_store_mb: int = 256  # ray, local instance: object store size in MiB (rows and paths travel, never audio)
+    max_in_flight: int = 0  # ray: task chunks submitted at once; 0: two per CPU of the cluster
+    chunk_size: int = 8  # ray: most items per task or actor call (a crashed chunk's items are retried one by one)
+    threads: int = 1  # ray: OMP/OpenBLAS/MKL threads per worker (the parallelism is the workers)
+    model_gpus: float = 0.0  # ray: GPUs per model-stage actor (0.25: four actors share a GPU); 0: actors on CPUs
+    stage_gpus: StageGpus = field(default_factory=StageGpus)  # ray: model_gpus per stage (null: model_gpus)
+    model_actors: int = 0  # ray: actors per model stage; 0: as many as the cluster's GPUs (or CPUs) hold
+    model_cpus: float = 1.0  # ray: CPUs each model-stage actor reserves (and its threads, when above `threads`)
+    start_timeout_s: float = 300.0  # ray: longest wait for the cluster, the storage check or a stage's first actor
+
+    def gpus_for(self, stage: str) -> float:
+        """GPUs each actor of `stage` reserves."""
+        own = getattr(self.stage_gpus, stage, None)
+        return float(self.model_gpus if own is None else own)
+
+    def problems(self, key: str = "executor") -> list[str]:
+        """Invalid values, each naming its key; `executor=ray` without Ray installed says how to install it."""
+        import importlib.util
+
+        out: list[str] = []
+        if self.name not in EXECUTORS:
+            return [f"{key}.name={self.name!r} is unknown; choose {key}=local or {key}=ray"]
+        if self.name == "local":
+            if self.address is not None:
+                out.append(f"{key}.address={self.address} is for Ray; add {key}=ray (or remove {key}.address)")
+            return out
+        if importlib.util.find_spec("ray") is None:
+            out.append(f"{key}=ray needs Ray, which is not installed: {RAY_INSTALL} (or use {key}=local)")
+        if self.num_cpus is not None and self.num_cpus < 1:
+            out.append(f"{key}.num_cpus={self.num_cpus} must be >= 1 (or null for every core)")
+        elif self.num_cpus is not None and self.address:
+            out.append(
+                f"{key}.num_cpus sizes a local Ray instance; a cluster ({key}.address={self.address}) has its own "
+                f"(set it with `ray start --num-cpus`), so remove {key}.num_cpus"
+            )
+        if self.object_store_mb < 100:
+            out.append(f"{key}.object_store_mb={self.object_store_mb} must be >= 100 (Ray's minimum is 75 MiB)")
+        if self.max_in_flight < 0:
+            out.append(f"{key}.max_in_flight={self.max_in_flight} must be >= 0 (0: two per CPU)")
+        if self.chunk_size < 1:
+            out.append(f"{key}.chunk_size={self.chunk_size} must be >= 1")
+        if self.threads < 1:
+            out.append(f"{key}.threads={self.threads} must be >= 1")
+        per_stage = [(f"stage_gpus.{f.name}", getattr(self.stage_gpus, f.name)) for f in dataclasses.fields(StageGpus)]
+        for name, gpus in [("model_gpus", self.model_gpus), *per_stage]:
+            if gpus is not None and (gpus < 0 or (gpus > 1 and gpus != int(gpus))):
+                out.append(f"{key}.{name}={gpus} must be 0, a fraction of one GPU, or a whole number of GPUs")
+        if self.model_actors < 0:
+            out.append(f"{key}.model_actors={self.model_actors} must be >= 0 (0: as many as the cluster holds)")
+        if self.model_cpus <= 0:
+            out.append(f"{key}.model_cpus={self.model_cpus} must be > 0")
+        if self.start_timeout_s <= 0:
+            out.append(f"{key}.start_timeout_s={self.start_timeout_s} must be > 0")
+        return out
+
+
+def ray_device_problems(cfg: Any) -> list[str]:
+    """On Ray a model stage's device comes from the GPUs its actors reserve: a fixed `cuda:N` (N is a local
+    index, 0 for every actor) or `cuda` for a stage given no GPU would fail on the workers, so they are refused."""
+    out = []
+    for name in cfg.stages:
+        section = getattr(cfg, name, None)
+        device = str(getattr(section, "device", "auto"))
+        if name not in STAGES or STAGES[name].model_digest is None or not device.startswith("cuda"):
+            continue
+        gpus = cfg.executor.gpus_for(name)
+        if device != "cuda":
+            out.append(
+                f"{name}.device={device}: on Ray each actor sees only the GPU it reserved; "
+                f"set {name}.device=auto and give GPUs with executor.model_gpus or executor.stage_gpus.{name}"
+            )
+        elif gpus == 0:
+            out.append(
+                f"{name}.device=cuda but its Ray actors reserve no GPU; set executor.model_gpus "
+                f"(or executor.stage_gpus.{name}) above 0, or {name}.device=auto"
+            )
+    return out
+
+
 @dataclass
 class PrepConfig:
     """`tunekit prep corpus=<dir> out=<dir>`: turn a folder of music into a training-ready dataset."""
@@ -186,7 +287,7 @@ class PrepConfig:
     out: str | None = MISSING  # dataset folder: tracks.parquet, windows.parquet, audio/, summary.json
     pipeline_name: str = "musicgen"  # name of the pipeline (set by the pipeline file)
     stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))  # the pipeline's stages, in order
-    workers: int = 0  # worker processes; 0: one per CPU core
+    workers: int = 0  # executor=local: worker processes; 0: one per CPU core
     quiet: bool = False  # plain progress lines instead of the live display (automatic when output is not a terminal)
     overwrite: bool = False  # allow reusing an `out` made from another corpus or working format
     cache_dir: str | None = None  # stage cache; null: <out>/.cache
@@ -194,6 +295,7 @@ class PrepConfig:
     allow_unknown_license: bool = False  # keep tracks whose licence is missing or unrecognised
     license_prefer: str = "strict"  # sidecar vs metadata.csv licence: strict (policy must admit both) | sidecar | csv
     max_failed_fraction: float = 0.5  # a stage raising for all its rows, or more than this share, fails the run
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # where stages run: local processes or Ray
     models: ModelsConfig = field(default_factory=ModelsConfig)  # which weights the model stages load
     ingest: IngestConfig = field(default_factory=IngestConfig)  # scanning, hashing, duplicates
     decode: DecodeConfig = field(default_factory=DecodeConfig)  # working format
@@ -226,6 +328,8 @@ class PrepConfig:
         if not 0 <= obj.max_failed_fraction <= 1:
             out.append(f"max_failed_fraction={obj.max_failed_fraction} must be between 0 and 1")
         out += stage_problems(list(obj.stages))
+        if obj.executor.name == "ray":
+            out += ray_device_problems(obj)
         for name in obj.stages:
             for key in STAGES[name].config_keys if name in STAGES else ():
                 if not hasattr(obj, key):

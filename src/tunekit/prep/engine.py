@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from tunekit.errors import ConfigError, ConfigErrors
 from tunekit.prep.cache import StageCache, stage_key
-from tunekit.prep.executors import WorkerCrash
+from tunekit.prep.executors import TaskGroup, WorkerCrash
 from tunekit.prep.registry import STAGES, StageSpec
 from tunekit.prep.rows import OK, Rejection, StageContext, TrackRow, WindowRow, apply, diff
 
@@ -339,9 +339,12 @@ class Engine:
         return None
 
     def _run_tasks(self, spec: StageSpec, tasks: list[Task]) -> Any:
-        if spec.inline or not tasks:
+        # A stage loads a model when it has a model digest; an executor that hosts models (Ray's actors)
+        # also takes the model stages the registry keeps in this process (`inline`).
+        holds_model = bool(tasks) and bool(tasks[0].ctx.model_digest)
+        if not tasks or (spec.inline and not (holds_model and self.executor.hosts_models)):
             return ((i, execute_task(t)) for i, t in enumerate(tasks))
-        return self.executor.imap_unordered(execute_task, tasks)
+        return self.executor.imap_unordered(execute_task, tasks, TaskGroup(spec.name, holds_model))
 
     def _tasks(
         self, spec: StageSpec, pending: list[tuple[int, Any, str]], section: Any, ctx: StageContext

@@ -1,11 +1,13 @@
 """Executors run a picklable task function over a list of items and yield (index, result) as they finish.
 
 They know nothing about stages: the engine hands them `tunekit.prep.engine.execute_task` and task
-objects. `SerialExecutor` runs in the calling process (workers=1); `LocalExecutor` uses a process
+objects, with a `TaskGroup` saying whose tasks they are and whether the function keeps a model
+loaded. `SerialExecutor` runs in the calling process (workers=1); `LocalExecutor` uses a process
 pool (forkserver where available, else spawn: no state inherited from the parent) with chunked
-submission. A worker that dies (a decoder crashing on a corrupt file) does not stop the run: the
-tasks that were in flight are retried one at a time, and the one that kills its worker again is
-reported as a `WorkerCrash` result.
+submission; `tunekit.prep.ray_executor.RayExecutor` runs them on a Ray cluster (`executor=ray`).
+A worker that dies (a decoder crashing on a corrupt file) does not stop the run: the tasks that
+were in flight are retried one at a time, and the one that kills its worker again is reported as
+a `WorkerCrash` result.
 """
 
 from __future__ import annotations
@@ -29,6 +31,15 @@ class WorkerCrash:
     message: str  # what happened, for the failed row's detail
 
 
+@dataclass(frozen=True)
+class TaskGroup:
+    """Whose tasks an `imap_unordered` call runs: a name for per-group settings (a stage's GPUs on Ray) and
+    whether the task function keeps a model loaded, so that it is worth running in long-lived workers."""
+
+    name: str  # the group's name (the engine uses the stage's)
+    holds_model: bool = False  # the function loads a model once per process and keeps it for the next tasks
+
+
 def default_workers() -> int:
     """One worker per CPU core available to this process."""
     try:
@@ -41,6 +52,7 @@ class SerialExecutor:
     """Runs every item in the calling process, in order."""
 
     workers = 1
+    hosts_models = False  # model stages the engine keeps in its own process stay there
 
     def __init__(self, preload: Sequence[str] = ()) -> None:
         self.preload = list(preload)
@@ -56,7 +68,9 @@ class SerialExecutor:
             except ImportError:  # as the fork server does: the stage that needs it says so when it runs
                 pass
 
-    def imap_unordered(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+    def imap_unordered(
+        self, fn: Callable[[Any], Any], items: Sequence[Any], group: TaskGroup | None = None
+    ) -> Iterator[tuple[int, Any]]:
         """Yield (index, fn(item)) for each item."""
         for i, item in enumerate(items):
             yield i, fn(item)
@@ -80,7 +94,11 @@ def _run_chunk(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
 
 
 class LocalExecutor:
-    """A process pool of `workers` processes; the pool starts on first use and lives until `close`."""
+    """A process pool of `workers` processes; the pool starts on first use and lives until `close`.
+
+    Its processes live for the whole run, so a model a stage loads stays loaded across its tasks."""
+
+    hosts_models = False  # model stages the engine keeps in its own process stay there
 
     def __init__(
         self, workers: int, max_chunk: int = 8, start_method: str | None = None, preload: Sequence[str] = ()
@@ -123,7 +141,9 @@ class LocalExecutor:
         """Items per submitted chunk: about four chunks per worker, at most `max_chunk`."""
         return max(1, min(self.max_chunk, math.ceil(n / (self.workers * 4))))
 
-    def imap_unordered(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+    def imap_unordered(
+        self, fn: Callable[[Any], Any], items: Sequence[Any], group: TaskGroup | None = None
+    ) -> Iterator[tuple[int, Any]]:
         """Yield (index, fn(item)) as chunks complete; a crashed worker's items are retried alone."""
         if not items:
             return
@@ -186,10 +206,25 @@ class LocalExecutor:
         self.close()
 
 
-def make_executor(workers: int, preload: Sequence[str] = ()) -> SerialExecutor | LocalExecutor:
-    """SerialExecutor for one worker, LocalExecutor otherwise (0 means one per core).
+def make_executor(
+    workers: int,
+    preload: Sequence[str] = (),
+    config: Any = None,
+    shared: Sequence[Any] = (),
+    model_groups: Sequence[str] = (),
+) -> Any:
+    """The executor the `executor` section (`tunekit.prep.config.ExecutorConfig`) names; local when None.
 
-    `preload`: modules imported before the first task (in the fork server for a pool).
+    local: SerialExecutor for one worker, LocalExecutor otherwise (0 means one per core).
+    ray: a `tunekit.prep.ray_executor.RayExecutor` that checks at start that every node sees the
+    `shared` paths (`SharedPath`s) and can hold one actor of each of `model_groups`.
+    `preload`: modules imported before the first task (in the fork server for a pool, in every
+    warmed worker on Ray).
     """
+    if config is not None and config.name == "ray":
+        import importlib
+
+        ray_executor = importlib.import_module("tunekit.prep.ray_executor")  # by name: it imports this module
+        return ray_executor.RayExecutor(config, preload=preload, shared=shared, model_groups=model_groups)
     n = default_workers() if workers == 0 else workers
     return SerialExecutor(preload) if n <= 1 else LocalExecutor(n, preload=preload)

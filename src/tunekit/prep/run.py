@@ -217,7 +217,11 @@ def run_prep(cfg: Any) -> int:
             console = _console()
             reporter = LogReporter() if plain else RichReporter(console)
             preload = worker_preload(pc.stages)
-            engine = Engine(pc, ctx, lambda: make_executor(pc.workers, preload), reporter)
+            shared = shared_paths(pc, corpus, out, cache_dir, rows) if pc.executor.name == "ray" else []
+            model_groups = model_stages(pc.stages)
+            engine = Engine(
+                pc, ctx, lambda: make_executor(pc.workers, preload, pc.executor, shared, model_groups), reporter
+            )
             try:
                 with reporter:
                     rows = engine.run(rows, pc.stages)
@@ -297,6 +301,33 @@ def stage_models(cfg: PrepConfig) -> dict[str, Any]:
             if facts:
                 out[name] = facts
     return out
+
+
+def model_stages(stages: list[str]) -> list[str]:
+    """The stages of `stages` that may load a model (the registry gives them a model digest)."""
+    from tunekit.prep.registry import STAGES
+
+    return [s for s in stages if s in STAGES and STAGES[s].model_digest]
+
+
+def shared_paths(cfg: PrepConfig, corpus: Path, out: Path, cache_dir: Path, rows: list[Any]) -> list[Any]:
+    """The folders every Ray node must see at the same path: corpus, out, the stage cache and the model caches
+    (tunekit's, where tiny models are built, and the Hugging Face cache real checkpoints are downloaded to)."""
+    from tunekit.paths import cache_dir as tunekit_cache
+    from tunekit.prep.ray_executor import SharedPath
+
+    witness = str(corpus / rows[0].source_path) if rows else None
+    found = [
+        SharedPath("corpus", str(corpus), witness),
+        SharedPath("out", str(out)),
+        SharedPath("cache_dir", str(cache_dir)),
+        SharedPath("models.cache_dir", str(Path(cfg.models.cache_dir or tunekit_cache()).expanduser().resolve())),
+    ]
+    if not cfg.models.tiny:
+        from huggingface_hub import constants
+
+        found.append(SharedPath("HF_HUB_CACHE", str(Path(constants.HF_HUB_CACHE).expanduser().resolve())))
+    return found
 
 
 def _one_math_thread_per_process() -> None:
