@@ -590,3 +590,23 @@ def test_silent_windows_are_dropped_and_counted(tmp_path):
     assert [w.window_index for w in out.windows] == [0, 2] and out.windows_silent == 1
     assert [w.offset_frames for w in out.windows] == [0, 24 * rate]
     assert len({w.audio_key for w in out.windows}) == 2
+
+
+def test_a_model_loaded_from_one_cache_is_not_reused_for_another(tmp_path, monkeypatch):
+    """The in-process model caches of the model stages key on the cache folder the settings resolve to now, so
+    a codec loaded while $TUNEKIT_CACHE named one folder is not served once it names another."""
+    import tunekit.prep.tokens as tok
+    from tunekit.models.config import ModelsConfig
+    from tunekit.prep.rows import models_root
+    from tunekit.prep.tokens import TokensConfig
+
+    loads: list[str] = []
+    monkeypatch.setattr(tok, "_loaded", {})
+    monkeypatch.setattr("tunekit.models.encodec.load_encodec",
+                        lambda name, *, tiny, cache_dir, device: loads.append(os.environ["TUNEKIT_CACHE"]) or loads[-1])
+    models, cfg = ModelsConfig(tiny=True), TokensConfig()
+    for folder in ("a", "a", "b"):
+        monkeypatch.setenv("TUNEKIT_CACHE", str(tmp_path / folder))
+        assert tok._codec(cfg, models) == str(tmp_path / folder)
+    assert loads == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert models_root(ModelsConfig(tiny=True, cache_dir=str(tmp_path / "c"))) == str((tmp_path / "c").resolve())

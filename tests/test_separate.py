@@ -158,10 +158,11 @@ def _track(tmp_path: Path, mix: np.ndarray, rate: int = RATE, instrumental: bool
 def stage_model(model, monkeypatch):
     """The separator the stage loads for `models=tiny` is the module's tiny model (1 s segments)."""
     from tunekit.models.config import ModelsConfig
+    from tunekit.prep.rows import models_root
 
     cfg = SeparateConfig()
     tiny = ModelsConfig(tiny=True)
-    monkeypatch.setitem(sep._loaded, (cfg.model, cfg.repo, True, tiny.cache_dir, "cpu"), model)
+    monkeypatch.setitem(sep._loaded, (cfg.model, cfg.repo, True, models_root(tiny), "cpu"), model)
     return model
 
 

@@ -193,11 +193,11 @@ def test_preflight_checks_settings_against_the_codec_files(codec) -> None:
 
 def test_prep_stage_writes_one_file_per_track(codec, tmp_path: Path, monkeypatch) -> None:
     from tunekit.models.config import ModelsConfig
-    from tunekit.prep.rows import StageContext, TrackRow, WindowRow
+    from tunekit.prep.rows import StageContext, TrackRow, WindowRow, models_root
 
     model, fe = codec
     models = ModelsConfig(tiny=True)
-    monkeypatch.setitem(tok._loaded, (CODEC, True, None, "cpu"), (model, fe))
+    monkeypatch.setitem(tok._loaded, (CODEC, True, models_root(models), "cpu"), (model, fe))
     out = tmp_path / "out"
     (out / "audio").mkdir(parents=True)
     track_audio = np.concatenate(_windows(), axis=1)

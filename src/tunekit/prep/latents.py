@@ -41,7 +41,7 @@ import numpy as np
 from tunekit.errors import ConfigError, StageUnavailableError
 from tunekit.models.registry import DEFAULTS
 from tunekit.prep.lyrics import Lyrics, LyricsError, track_lyrics
-from tunekit.prep.rows import OK, Rejection, models_settings, section_as
+from tunekit.prep.rows import OK, Rejection, models_root, models_settings, section_as
 
 log = logging.getLogger("tunekit.prep")
 
@@ -272,7 +272,7 @@ def _torch_threads(cfg: LatentsConfig, device: str) -> Iterator[None]:
 def _vae(cfg: LatentsConfig, models: Any, device: str) -> Any:
     """The checkpoint's VAE alone on `device` (cached for the map's batches)."""
     tiny, cache_dir = models_settings(models)
-    key = (cfg.model, tiny, cache_dir, device)
+    key = (cfg.model, tiny, models_root(models), device)
     if key not in _loaded:
         from tunekit.models.acestep import load_acestep
 

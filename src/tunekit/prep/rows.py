@@ -219,3 +219,12 @@ def section_as(cls: type, section: Any) -> Any:
 def models_settings(models: Any) -> tuple[bool, str | None]:
     """(tiny, cache_dir) from the `models` section, for the model loaders."""
     return bool(getattr(models, "tiny", False)), getattr(models, "cache_dir", None)
+
+
+def models_root(models: Any) -> str:
+    """The folder `models.cache_dir` (else $TUNEKIT_CACHE, else the user cache) resolves to now: part of every
+    in-process model cache's key, so a model loaded from one cache is never reused for another."""
+    from tunekit.paths import cache_dir
+
+    configured = getattr(models, "cache_dir", None)
+    return str(Path(configured).expanduser().resolve() if configured else cache_dir().resolve())

@@ -25,7 +25,7 @@ from tunekit.audio.channels import to_mono
 from tunekit.audio.resample import resample
 from tunekit.errors import ConfigError, StageUnavailableError
 from tunekit.models.device import resolve_device
-from tunekit.prep.rows import models_settings, section_as
+from tunekit.prep.rows import models_root, models_settings, section_as
 
 INSTRUMENTAL_MODES = ("subtract", "sum")
 REJECT_MOSTLY_VOCALS = "mostly_vocals"
@@ -455,7 +455,7 @@ def separate_preflight(section: Any, models: Any) -> list[str]:
 
 def _separator(cfg: SeparateConfig, models: Any) -> Any:
     tiny, cache_dir = models_settings(models)
-    key = (cfg.model, cfg.repo, tiny, cache_dir, resolve_device(cfg.device))
+    key = (cfg.model, cfg.repo, tiny, models_root(models), resolve_device(cfg.device))
     if key not in _loaded:
         _loaded[key] = load_separator(cfg, tiny=tiny, cache_dir=cache_dir)
     return _loaded[key]

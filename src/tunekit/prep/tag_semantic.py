@@ -18,7 +18,7 @@ import numpy as np
 from tunekit.audio.channels import to_mono
 from tunekit.errors import ConfigError, StageUnavailableError
 from tunekit.models.embedders import ClapEmbedder
-from tunekit.prep.rows import models_settings
+from tunekit.prep.rows import models_root, models_settings
 from tunekit.prep.tag_config import TagConfig
 from tunekit.prep.tag_dsp import _essentia, _to_rate
 from tunekit.prep.vocab import KINDS, Vocabularies, load_vocabularies, split_tag_field, unique
@@ -349,7 +349,7 @@ def clap_tagger(cfg: TagConfig, models: Any, cache: ModelCache = TAGGERS) -> Cla
         model, processor = load_clap(cfg.clap_model, tiny=tiny, cache_dir=cache_dir, device=device)
         return ClapTagger(model, processor, load_vocabularies(cfg.vocab_dir), cfg)
 
-    tagger = cache.get(("clap", cfg.clap_model, tiny, cache_dir, cfg.vocab_dir, cfg.device), build)
+    tagger = cache.get(("clap", cfg.clap_model, tiny, models_root(models), cfg.vocab_dir, cfg.device), build)
     tagger.cfg = cfg
     return tagger
 

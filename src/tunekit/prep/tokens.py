@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from tunekit.errors import ConfigError, ConfigErrors, StageUnavailableError
-from tunekit.prep.rows import models_settings, section_as
+from tunekit.prep.rows import models_root, models_settings, section_as
 
 TOKEN_DTYPE = np.uint16
 TOKENS_DIR = "tokens"
@@ -346,7 +346,7 @@ def _codec(cfg: TokensConfig, models: Any) -> tuple[Any, Any]:
 
     tiny, cache_dir = models_settings(models)
     device = resolve_device(cfg.device)
-    key = (cfg.codec, tiny, cache_dir, device)
+    key = (cfg.codec, tiny, models_root(models), device)
     if key not in _loaded:
         from tunekit.models.encodec import load_encodec
 
