@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _train_fixtures import CAPTIONS, child_env
+from _train_fixtures import CAPTIONS, GRADIENTS_ENV, capture_first_step_gradients, child_env, torchrun
 
 def _variant_ids() -> dict[str, str]:
     """turbo/base/sft -> the registry id of that ACE-Step variant (by its tiny stand-in's name)."""
@@ -137,10 +137,22 @@ def acestep_process(data: Path, out: Path, *overrides: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(), text=True)
 
 
+def torchrun_acestep(nproc: int, data: Path, out: Path, *overrides: str, gradients: Path | None = None
+                     ) -> subprocess.CompletedProcess:
+    """`train_acestep` on `nproc` CPU processes (DDP over gloo) launched by torchrun, one thread each; with
+    `gradients`, every rank saves its first step's gradients there."""
+    return torchrun(nproc, data, out, *overrides, gradients=gradients, script=__file__)
+
+
 if __name__ == "__main__":
+    import os
+
     import torch
 
     from tunekit.train.acestep import train_acestep
 
     torch.set_num_threads(1)
+    if os.environ.get(GRADIENTS_ENV):
+        capture_first_step_gradients(Path(os.environ[GRADIENTS_ENV]), int(os.environ.get("RANK", "0")),
+                                     trainer_module="tunekit.train.acestep")
     raise SystemExit(train_acestep(acestep_cfg(Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:])))

@@ -169,16 +169,21 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, **one, **extra}
 
 
-def capture_first_step_gradients(folder: Path, rank: int = 0, setattr_: Any = setattr) -> None:
+def capture_first_step_gradients(folder: Path, rank: int = 0, setattr_: Any = setattr,
+                                 trainer_module: str = "tunekit.train.musicgen") -> None:
     """Make the trainer save, at its first optimiser step, the gradients the optimiser receives (after the
     DDP all-reduce and clipping) to `<folder>/grads-rank<rank>.safetensors` and the weights they apply to
     (the initial ones) to `<folder>/weights-rank<rank>.safetensors`, keyed by parameter name.
 
     It wraps `param_groups` (to learn the names) and `build_optimizer` (to hook the optimiser's step) in the
-    trainer's namespace; pass pytest's `monkeypatch.setattr` as `setattr_` to undo it after an in-process test.
+    trainer's namespace (`trainer_module`); pass pytest's `monkeypatch.setattr` as `setattr_` to undo it after an
+    in-process test.
     """
-    import tunekit.train.musicgen as trainer
+    import importlib
+
     from safetensors.torch import save_file
+
+    trainer = importlib.import_module(trainer_module)
 
     real_groups, real_build = trainer.param_groups, trainer.build_optimizer
     names: dict[int, str] = {}
@@ -213,14 +218,15 @@ def train_process(data: Path, out: Path, *overrides: str) -> subprocess.Popen:
     )
 
 
-def torchrun(nproc: int, data: Path, out: Path, *overrides: str, gradients: Path | None = None
-             ) -> subprocess.CompletedProcess:
-    """`run_train` on `nproc` CPU processes (DDP over gloo), launched by torchrun; with `gradients`, every rank
-    saves its first step's gradients there (see `capture_first_step_gradients`)."""
+def torchrun(nproc: int, data: Path, out: Path, *overrides: str, gradients: Path | None = None,
+             script: str = __file__) -> subprocess.CompletedProcess:
+    """`run_train` on `nproc` CPU processes (DDP over gloo), launched by torchrun (the `__main__` of `script`,
+    this module's by default); with `gradients`, every rank saves its first step's gradients there (see
+    `capture_first_step_gradients`)."""
     extra = {GRADIENTS_ENV: str(gradients)} if gradients is not None else {}
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-         __file__, str(data), str(out), *overrides],
+         script, str(data), str(out), *overrides],
         capture_output=True, env=child_env(**extra), text=True,
     )
 

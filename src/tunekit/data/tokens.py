@@ -398,12 +398,15 @@ def collate(examples: list[Example]) -> dict[str, Any]:
 class StepBatches:
     """Batch sampler for a DataLoader: for each optimiser step from `start_step`, the micro-batches of this rank.
 
-    Step `s` consumes samples [s*G, (s+1)*G) with G = micro_batch x accum x world; micro-batch `m` of rank
-    `r` takes G's slice number m*world + r. The whole position is the step number: resuming is exact.
+    Step `s` consumes samples [p + (s - start_step)*G, p + (s - start_step + 1)*G) with G = micro_batch x accum x
+    world and p = `start_sample` (by default start_step*G); micro-batch `m` of rank `r` takes G's slice number
+    m*world + r. The position is the number of samples consumed, so resuming is exact, also on another number
+    of processes: the stream continues where the checkpoint left it.
     """
 
     def __init__(
-        self, start_step: int, max_steps: int, micro_batch: int, accum: int, world: int = 1, rank: int = 0
+        self, start_step: int, max_steps: int, micro_batch: int, accum: int, world: int = 1, rank: int = 0,
+        start_sample: int | None = None,
     ) -> None:
         self.start_step = start_step
         self.max_steps = max_steps
@@ -411,6 +414,7 @@ class StepBatches:
         self.accum = accum
         self.world = world
         self.rank = rank
+        self.start_sample = start_step * self.global_batch if start_sample is None else start_sample
 
     @property
     def global_batch(self) -> int:
@@ -421,7 +425,7 @@ class StepBatches:
 
     def __iter__(self) -> Iterator[list[int]]:
         for step in range(self.start_step, self.max_steps):
-            base = step * self.global_batch
+            base = self.start_sample + (step - self.start_step) * self.global_batch
             for m in range(self.accum):
                 first = base + (m * self.world + self.rank) * self.micro_batch
                 yield list(range(first, first + self.micro_batch))

@@ -278,7 +278,7 @@ def train_loader(cfg: Any, data: Data, state: TrainState) -> torch.utils.data.Da
     windows = TrainLatents(data.latents, data.train_rows, t.seed, t.cond_dropout, t.batch_size)
     return torch.utils.data.DataLoader(
         windows, batch_sampler=StepBatches(state.step, t.max_steps, t.batch_size, t.grad_accum, state.world,
-                                           state.rank),
+                                           state.rank, start_sample=state.data_position),
         collate_fn=collate_latents, num_workers=cfg.data.num_workers, pin_memory=state.device.type == "cuda",
         generator=torch.Generator().manual_seed(t.seed),  # its base seed is drawn from this, not the global RNG
     )
@@ -348,6 +348,11 @@ def _export(cfg: Any, state: TrainState, family: AceStep, data: Data) -> None:
     from tunekit.models.registry import resolve
 
     run_dir, peft_model, dit = state.run_dir, family.peft_model, family.dit
+    if state.fsdp:  # this rank holds a shard only: the trained DiT again, from the final checkpoint's full weights
+        dit = load_dit(cfg.model.name, tiny=cfg.models.tiny, cache_dir=cfg.models.cache_dir)
+        peft_model = build_method(cfg.method).apply(dit, target_regex=functools.partial(target_regex, presets=PRESETS),
+                                                    trained=lambda name: True)
+        load_trained_weights(ckpt.latest_checkpoint(run_dir), dit, peft_model)
     trainable, total = count_parameters(dit)  # before a merge takes the adapters out
     if state.ema is not None and cfg.export.use_ema:
         state.ema.swap()

@@ -72,6 +72,7 @@ class TrainState:
     logger: Any = None  # the experiment logger on the main process, None on the others
     prompts: list[str] = field(default_factory=list)  # fixed prompts of the samples written at each evaluation
     step: int = 0  # optimiser steps done
+    data_position: int = 0  # samples of the training stream consumed by those steps (over every rank)
     best: float | None = None  # lowest validation loss so far
     params: list[torch.nn.Parameter] = field(init=False)  # trained parameters, in the order the model holds them
 
@@ -158,6 +159,7 @@ def resume(state: TrainState, folder: Path) -> None:
     """Restore what `save_checkpoint` wrote besides the weights: optimiser, scheduler, loss scaler, EMA, guard
     counters, step, best validation loss, and this rank's RNG states (restored last)."""
     saved = ckpt.read_state(folder)
+    check_world(folder, saved, world=state.world, fsdp=state.fsdp)
     opt_file = folder / f"optimizer-rank{state.rank}.pt"
     opt_state = torch.load(opt_file, weights_only=True) if opt_file.is_file() else ckpt.load_optimizer(folder)
     state.optimizer.load_state_dict(opt_state)
@@ -168,9 +170,36 @@ def resume(state: TrainState, folder: Path) -> None:
         state.ema.load_state_dict(ckpt.load_tensors(folder, "ema"))
     state.guard.load(saved.get("guard", {}))
     state.step, state.best = int(saved["step"]), saved.get("best_valid_loss")
-    if saved.get("world_size", state.world) != state.world and state.main:
-        print(f"note: resumed with {state.world} processes instead of {saved['world_size']}: the data order changes")
-    ckpt.load_rng(folder, state.rank)
+    saved_world = int(saved.get("world_size", state.world))
+    state.data_position = int(saved.get("data_position", state.step * state.global_batch))
+    was = int(saved.get("global_batch", state.global_batch // state.world * saved_world))
+    if (saved_world != state.world or was != state.global_batch) and state.main:
+        per_accum = state.trainer.batch_size * state.world
+        keep = was // per_accum if was % per_accum == 0 else 0
+        print(f"note: resumed on {state.world} process{'es' if state.world > 1 else ''} a run saved on {saved_world}: "
+              f"training continues at sample {state.data_position} of the same stream, " + (
+                  f"with the global batch of {was} windows" if was == state.global_batch else
+                  f"but a step now takes {state.global_batch} windows instead of {was}"
+                  + (f" (trainer.grad_accum={keep} keeps {was})" if keep else "")), flush=True)
+    if not ckpt.load_rng(folder, state.rank):
+        # a rank the checkpoint did not have: its own dropout stream, a function of the seed, rank and step
+        torch.manual_seed(state.trainer.seed + 1000 * state.rank + state.step)
+
+
+def check_world(folder: Path, saved: dict[str, Any], *, world: int, fsdp: bool) -> None:
+    """Refuse a resume that cannot continue: an FSDP checkpoint keeps one optimiser shard per rank, so it resumes
+    on the number of processes that wrote it and under FSDP only. Data-parallel checkpoints resume on any."""
+    sharded = sorted(folder.glob("optimizer-rank*.pt"))
+    saved_world = int(saved.get("world_size", world))
+    if sharded and (not fsdp or saved_world != world):
+        now = f"{world} process{'es' if world > 1 else ''}" + (" under FSDP" if fsdp else " without FSDP")
+        raise ConfigError(
+            f"{folder} was saved by an FSDP run on {saved_world} processes, whose optimiser state is sharded per "
+            f"rank; this run has {now}. Launch it as it was (accelerate launch --config_file <the FSDP config> "
+            f"--num_processes {saved_world} …) or start a new out=", key="out")
+    if fsdp and not sharded:
+        raise ConfigError(f"{folder} was saved without FSDP; resuming it under FSDP is not supported: launch it "
+                          "without the FSDP config or start a new out=", key="out")
 
 
 # ---- one optimiser step ----------------------------------------------------------------------------------------
@@ -202,6 +231,7 @@ def train_step(state: TrainState, batches: list[dict[str, Any]]) -> StepResult:
     if state.ema is not None and ok and done % t.ema_every == 0:
         state.ema.update()
     state.step = done
+    state.data_position += state.global_batch
     return StepResult(loss=loss, grad_norm=grad_norm, lr=lr, tokens=int(n_tokens), applied=ok)
 
 
@@ -284,7 +314,8 @@ def save_checkpoint(state: TrainState, last_loss: float | None) -> None:
     acc.wait_for_everyone()
     if state.main:
         ckpt.finish(tmp, {
-            "step": done, "data_position": done * state.global_batch, "world_size": state.world,
+            "step": done, "data_position": state.data_position, "world_size": state.world,
+            "global_batch": state.global_batch,
             "train_loss": last_loss, "scheduler": state.scheduler.state_dict(),
             "scaler": acc.scaler.state_dict() if acc.scaler else None, "guard": state.guard.state(),
             "best_valid_loss": state.best,

@@ -3,7 +3,7 @@ or many GPUs via `accelerate launch`.
 
     tunekit train recipe=lofi data.path=out/lofi out=runs/lofi
     accelerate launch -m tunekit train recipe=lofi data.path=out/lofi out=runs/lofi        # DDP
-    accelerate launch --config_file configs/accelerate/fsdp.yaml -m tunekit train ...     # FSDP
+    accelerate launch --config_file configs/accelerate/fsdp-musicgen.yaml -m tunekit train ...     # FSDP
 
 Read top to bottom: `setup` loads and checks everything, prints the plan and resumes if a checkpoint exists;
 `train_musicgen` loops (step, log, evaluate, checkpoint) and exports. What is MusicGen's own is here: the
@@ -123,12 +123,22 @@ class Data:
     melody: MelodySource | None  # chroma of the windows' audio, for melody models
 
 
+def load_model(cfg: Any) -> tuple[Any, Any]:
+    """The base model of `model.name` with the run's attention and dropout settings, and its processor."""
+    from tunekit.models.musicgen import load_musicgen
+
+    model, processor = load_musicgen(cfg.model.name, tiny=cfg.models.tiny, cache_dir=cfg.models.cache_dir)
+    if cfg.model.attn_implementation:
+        model.set_attn_implementation(cfg.model.attn_implementation)
+    if cfg.model.dropout is not None:
+        set_decoder_dropout(model, cfg.model.dropout)
+    return model, processor
+
+
 def setup(cfg: Any) -> tuple[TrainState, Musicgen, Data]:
     """Everything before the first step: load and check the data and the model (refusing before any work what
     cannot run), make the trained weights trainable, print the plan, build the optimiser and resume the newest
     checkpoint of `out=` if there is one."""
-    from tunekit.models.musicgen import load_musicgen
-
     t, run_dir = cfg.trainer, Path(cfg.out).expanduser()
     acc, precision = make_accelerator(t)
     main, dev = acc.is_main_process, acc.device
@@ -138,11 +148,7 @@ def setup(cfg: Any) -> tuple[TrainState, Musicgen, Data]:
 
     # ---- data and model, checked before any work ----
     tokens = TokenSet(cfg.data.path)
-    model, processor = load_musicgen(cfg.model.name, tiny=cfg.models.tiny, cache_dir=cfg.models.cache_dir)
-    if cfg.model.attn_implementation:
-        model.set_attn_implementation(cfg.model.attn_implementation)
-    if cfg.model.dropout is not None:
-        set_decoder_dropout(model, cfg.model.dropout)
+    model, processor = load_model(cfg)
     shape = model_shape(model, cfg.data.max_text_tokens)
     train_rows, valid_rows, problems = select_rows(tokens, cfg, shape)
     if problems:
@@ -196,7 +202,7 @@ def train_loader(cfg: Any, data: Data, state: TrainState) -> torch.utils.data.Da
     )
     return torch.utils.data.DataLoader(
         windows, batch_sampler=StepBatches(state.step, t.max_steps, t.batch_size, t.grad_accum, state.world,
-                                           state.rank),
+                                           state.rank, start_sample=state.data_position),
         collate_fn=collate, num_workers=cfg.data.num_workers, pin_memory=state.device.type == "cuda",
         generator=torch.Generator().manual_seed(t.seed),
     )
@@ -236,8 +242,12 @@ def _export(cfg: Any, state: TrainState, family: Musicgen, data: Data) -> None:
     """Adapter (+ merged model) or full model, attribution and model card."""
     from tunekit.models.registry import resolve
 
-    run_dir, peft_model, processor = state.run_dir, family.peft_model, family.processor
-    trainable, total = count_parameters(family.model)  # before a merge takes the adapters out
+    run_dir, model, peft_model, processor = state.run_dir, family.model, family.peft_model, family.processor
+    if state.fsdp:  # this rank holds a shard only: the trained model again, from the final checkpoint's full weights
+        model, processor = load_model(cfg)
+        peft_model = build_method(cfg.method).apply(model, target_regex=target_regex, trained=decoder_trained)
+        load_trained_weights(ckpt.latest_checkpoint(run_dir), model, peft_model)
+    trainable, total = count_parameters(model)  # before a merge takes the adapters out
     if state.ema is not None and cfg.export.use_ema:
         state.ema.swap()
     base = resolve(cfg.model.name, tiny=cfg.models.tiny, cache_dir=cfg.models.cache_dir)
@@ -251,7 +261,7 @@ def _export(cfg: Any, state: TrainState, family: Musicgen, data: Data) -> None:
                 processor.save_pretrained(str(tmp))
     else:
         with atomic_dir(run_dir / "model") as tmp:
-            family.model.save_pretrained(str(tmp))
+            model.save_pretrained(str(tmp))
             processor.save_pretrained(str(tmp))
     attribution = copy_attribution(data.tokens.root, run_dir)
     write_model_card(run_dir, cfg=cfg, base=cfg.model.name, base_path=base, trainable=trainable, total=total,

@@ -356,7 +356,7 @@ def check_fits(cfg: Any, mem: dict[str, float], device: Any) -> float | None:
         raise ConfigError(
             f"model.name={cfg.model.name} with method={build_method(cfg.method).name} needs ~{fixed:.1f} GiB for "
             f"weights and optimiser alone but {device} has {have:.1f} GiB: use method=lora, a smaller model, or shard "
-            "across GPUs with configs/accelerate/fsdp.yaml", key="method")
+            "across GPUs with configs/accelerate/fsdp-musicgen.yaml", key="method")
     return have
 
 

@@ -21,7 +21,6 @@ TRAJECTORY_KEYS = (
     "data.train_split",
     "data.caption_variants",
     "trainer.batch_size",
-    "trainer.grad_accum",
     "trainer.seed",
     "trainer.cond_dropout",
     "flow",
