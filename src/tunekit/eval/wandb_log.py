@@ -1,6 +1,7 @@
-"""Log an evaluation to Weights & Biases: the metrics, a table of prompts with audio and spectrograms per
-set, every clip as its own audio and image media, and bar charts. Offline (files under `<out>/wandb/`, sync
-later with `wandb sync`) when no API key is configured. wandb is imported only here.
+"""Log an evaluation to Weights & Biases: the metrics, a metrics table, a table of prompts with audio and
+spectrograms per set, every clip as its own audio and image media, and bar charts; then a W&B Report of the run
+(`tunekit.eval.wandb_report`: saved online, its spec written beside the run offline). Offline (files under
+`<out>/wandb/`, sync later with `wandb sync`) when no API key is configured. wandb is imported only here.
 
 Where the media go: wandb stores a table's cells as a run-table artifact whose files it stages under its
 data dir (`~/.local/share/wandb` by default; the table file in the run folder only names their types). An
@@ -23,10 +24,15 @@ from tunekit.audio.channels import to_mono
 from tunekit.eval.score import SetScores
 from tunekit.loggers import wandb_mode
 
+METRICS_TABLE_KEY = "eval/metrics_table"  # one row per metric: each set, the reference, the paired difference
+CLIPS_KEY = "eval/clips"  # one row per prompt: audio and spectrogram per set
+REPORT_URL_KEY = "eval/report_url"  # the saved W&B Report (online only)
+SET_SCORES = ("clap_score", "chroma_cosine")  # one number per set (higher is better), beside the embeddings' blocks
+
 
 def flat_metrics(metrics: dict[str, Any], set_names: list[str], embeddings: list[str]) -> dict[str, float]:
-    """`<set>/<embedding>/fad`, `…/fad_inf`, `…/kad`, `…/n`, `<set>/clap_score`, the reference floor/ceiling and
-    each fine-tuned − base `delta/<metric>` with its interval."""
+    """`<set>/<embedding>/fad`, `…/fad_inf`, `…/kad`, `…/n`, `<set>/clap_score` (and `chroma_cosine`), the
+    reference floor/ceiling and each fine-tuned − base `delta/<metric>` with its interval."""
     out: dict[str, float] = {}
     for name in set_names:
         block = metrics.get(name, {})
@@ -40,8 +46,9 @@ def flat_metrics(metrics: dict[str, Any], set_names: list[str], embeddings: list
                 out[f"eval/{name}/{emb}/fad_inf_r2"] = entry["fad_inf"]["r2"]
             if entry.get("kad") is not None:
                 out[f"eval/{name}/{emb}/kad"] = entry["kad"]
-        if block.get("clap_score") is not None:
-            out[f"eval/{name}/clap_score"] = block["clap_score"]
+        for key in SET_SCORES:
+            if block.get(key) is not None:
+                out[f"eval/{name}/{key}"] = block[key]
     ref = metrics.get("reference", {})
     for emb in embeddings:
         rec = (ref.get(emb) or {}).get("reconstruction") or {}
@@ -56,6 +63,45 @@ def flat_metrics(metrics: dict[str, Any], set_names: list[str], embeddings: list
         lo, hi = delta.get("ci95") or (None, None)
         out[f"eval/delta/{metric}_ci95_lo"], out[f"eval/delta/{metric}_ci95_hi"] = lo, hi
     return {k: float(v) for k, v in out.items() if v is not None}
+
+
+def metrics_rows(
+    metrics: dict[str, Any], set_names: list[str], embeddings: list[str]
+) -> tuple[list[str], list[list[Any]]]:
+    """Columns and rows of the metrics table: FAD, FAD∞ and KAD per embedding, the CLAP score (and chroma
+    cosine), per set, with the reference floor (ceiling for the CLAP score) and, for a paired comparison, the
+    difference, its 95% interval, the number of prompts and the verdict."""
+    from tunekit.eval.report import metric_label
+
+    ref = metrics.get("reference", {})
+    deltas = metrics.get("delta") or {}
+    columns = ["metric", *set_names, "reference floor / ceiling"]
+    if deltas:
+        of = (metrics.get("delta_settings") or {}).get("of", "difference")
+        columns += [of, "95% lower", "95% upper", "prompts", "verdict"]
+    rows: list[list[Any]] = []
+
+    def row(label: str, values: list[Any], ref_value: Any, key: str | None) -> None:
+        if all(v is None for v in values):
+            return
+        cells = [label, *values, ref_value]
+        if deltas:
+            d = (deltas.get(key) or {}) if key else {}
+            lo, hi = d.get("ci95") or (None, None)
+            verdict = d.get("verdict") or (f"no verdict: {d['note']}" if d.get("note") else None)
+            cells += [d.get("value"), lo, hi, d.get("n"), verdict]
+        rows.append(cells)
+
+    for emb in embeddings:
+        per = [metrics.get(n, {}).get(emb) or {} for n in set_names]
+        floor = (ref.get(emb) or {}).get("reconstruction") or {}
+        row(f"FAD {emb}", [p.get("fad") for p in per], floor.get("fad"), f"fad_{emb}")
+        row(f"FAD∞ {emb}", [(p.get("fad_inf") or {}).get("a") for p in per], (floor.get("fad_inf") or {}).get("a"),
+            None)
+        row(f"KAD {emb}", [p.get("kad") for p in per], floor.get("kad"), f"kad_{emb}")
+    for key in SET_SCORES:
+        row(metric_label(key), [metrics.get(n, {}).get(key) for n in set_names], ref.get(key), key)
+    return columns, rows
 
 
 def _image(wandb: Any, png: bytes, caption: str) -> Any:
@@ -98,8 +144,14 @@ def log_eval(
     group: str | None = None,
     max_rows: int = 32,
 ) -> str:
-    """Log one evaluation as a W&B run (job_type=eval); returns the run's local directory."""
+    """Log one evaluation as a W&B run (job_type=eval) and its W&B Report; returns the run's local directory.
+
+    Where the Report went (its URL, or its spec file and why it was not saved) is recorded under `wandb` in
+    metrics.json (when `out_dir` holds one) and in `metrics`.
+    """
     import wandb
+
+    from tunekit.eval.wandb_report import RunKeys, RunPath, record_in_metrics, report_for_run
 
     embeddings = embeddings or [k for k in metrics.get("embeddings", {}) if any(k in metrics.get(s.name, {}) for s in sets)]
     names = [s.name for s in sets]
@@ -122,11 +174,23 @@ def log_eval(
             run.log(flat)
             for k, v in flat.items():
                 run.summary[k] = v
+            columns, rows = metrics_rows(metrics, names, embeddings)
+            run.log({METRICS_TABLE_KEY: wandb.Table(columns=columns, data=rows)})
             run.log(_clip_media(wandb, sets, max_rows))
             run.log(_charts(wandb, metrics, names, embeddings))
-            return str(Path(run.dir).parent)
+            path = RunPath(entity=run.entity or entity or "", project=run.project, id=run.id, name=run_name)
+            keys = RunKeys(scalars=list(flat), metrics_table=METRICS_TABLE_KEY, clips_table=CLIPS_KEY)
+            report = report_for_run(metrics, path, keys, set_names=names, embeddings=embeddings, out_dir=out_dir,
+                                    online=mode == "online")
+            if report.url:
+                run.summary[REPORT_URL_KEY] = report.url
+            run_dir = Path(run.dir).parent
         finally:
             run.finish()
+    entry = {"run": str(path), "run_dir": str(run_dir), **report.to_dict()}
+    metrics["wandb"] = entry
+    record_in_metrics(out_dir, entry)
+    return str(run_dir)
 
 
 def _clip_media(wandb: Any, sets: list[SetScores], max_rows: int) -> dict[str, Any]:
@@ -155,7 +219,7 @@ def _clip_media(wandb: Any, sets: list[SetScores], max_rows: int) -> dict[str, A
             media[f"eval/audio/{s.name}/{cid}"] = wandb.Audio(mono, sample_rate=rate, caption=caption)
             media[f"eval/spectrogram/{s.name}/{cid}"] = _image(wandb, png, caption)
         table.add_data(*row)
-    return {"eval/clips": table, **media}
+    return {CLIPS_KEY: table, **media}
 
 
 def _charts(wandb: Any, metrics: dict[str, Any], names: list[str], embeddings: list[str]) -> dict[str, Any]:
