@@ -9,9 +9,11 @@ splits) see all rows at once after their map.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
+import threading
 import time
 import traceback
 from collections import Counter
@@ -106,6 +108,7 @@ class Outcome:
     rejection: Rejection | None = None  # or why it rejected the row
     error: tuple[str, str, str] | None = None  # or the error it raised: (type, message, traceback)
     compute_s: float = 0.0  # time the stage function took for this row
+    logs: tuple[tuple[int, str], ...] = ()  # (level, message) logged while its task ran (on a task's first row)
 
 
 def section_for(spec: StageSpec, cfg: Any) -> Any:
@@ -128,8 +131,55 @@ def _cache(ctx: StageContext) -> StageCache:
     return StageCache(ctx.cache_dir, ctx.out_dir)
 
 
+class _TaskLogs(logging.Filter):
+    """While a task runs in a thread, the records logged to `tunekit.prep` there are kept for the driver instead
+    of being handled: a worker process (local pool or Ray) has no prep.log of its own, so the driver writes them
+    there (and to the console, as its own records), whichever executor ran the task."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kept = getattr(self.local, "records", None)
+        if kept is None:
+            return True
+        kept.append((record.levelno, record.getMessage()))
+        return False
+
+    @contextlib.contextmanager
+    def kept(self) -> Iterator[list[tuple[int, str]]]:
+        records: list[tuple[int, str]] = []
+        self.local.records = records
+        try:
+            yield records
+        finally:
+            self.local.records = None
+
+
+def _task_logs() -> _TaskLogs:
+    """This process's `_TaskLogs` filter on the `tunekit.prep` logger (installed once; INFO and up)."""
+    for f in log.filters:
+        if isinstance(f, _TaskLogs):
+            return f
+    if log.level == logging.NOTSET:  # a worker: the driver decides what reaches prep.log and the console
+        log.setLevel(logging.INFO)
+    f = _TaskLogs()
+    log.addFilter(f)
+    return f
+
+
 def execute_task(task: Task) -> list[Outcome]:
-    """Run a stage on a task's rows (in a worker), store each result in the cache, return the outcomes."""
+    """Run a stage on a task's rows (in a worker), store each result in the cache, return the outcomes; what the
+    stage logged travels with the first outcome."""
+    with _task_logs().kept() as records:
+        outcomes = _execute(task)
+    if records and outcomes:
+        outcomes[0] = dataclasses.replace(outcomes[0], logs=tuple(records))
+    return outcomes
+
+
+def _execute(task: Task) -> list[Outcome]:
     spec = task.spec
     outcomes: list[Outcome] = []
     t0 = time.perf_counter()
@@ -397,6 +447,8 @@ class Engine:
             n = len(tasks[t_index].rows)
             if isinstance(outcomes, WorkerCrash):
                 outcomes = [Outcome(error=("WorkerCrash", outcomes.message, outcomes.message))] * n
+            for level, message in outcomes[0].logs if outcomes else ():
+                log.log(level, "%s", message)
             for j, outcome in enumerate(outcomes):
                 yield pending[starts[t_index] + j], outcome
 
