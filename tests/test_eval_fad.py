@@ -1,11 +1,15 @@
-"""FAD's sample-size bias, FAD∞ (subsets without replacement) against fadtk's bootstrap, outliers, warnings."""
+"""FAD's sample-size bias, FAD∞ (subsets without replacement) against fadtk's bootstrap, outliers (z > 3, only in sets
+large enough to have any), warnings."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 
-from tunekit.eval.fad import fad, fad_inf, fit_inverse_n, per_item_distances, rank_warning, subset_sizes, top_outliers
+from tunekit.eval.fad import fad, fad_inf, fit_inverse_n, per_item_distances, rank_warning, subset_sizes
+from tunekit.eval.outliers import find_outliers
 from tunekit.eval.frechet import FrechetReference, stats
 
 D = 128
@@ -68,9 +72,62 @@ def test_fad_reports_n_and_rank_warnings():
 
 def test_outliers_find_the_clip_from_another_distribution():
     rng = np.random.default_rng(2)
-    clips = {f"c{i}": rng.standard_normal((20, 4)) for i in range(6)}
+    clips = {f"c{i:02d}": rng.standard_normal((20, 4)) for i in range(12)}
     clips["odd"] = rng.standard_normal((20, 4)) + 3.0
     ref = FrechetReference(*stats(rng.standard_normal((2000, 4))))
     distances = per_item_distances(clips, ref)
-    top = top_outliers(distances, 2)
-    assert top[0][0] == "odd" and top[0][1] > 5 * top[1][1]
+    found = find_outliers(distances, 2)
+    assert found["check"]["ran"] and [o["id"] for o in found["outliers"]] == ["odd"], found
+    assert found["outliers"][0]["distance"] > 5 * max(d for k, d in distances.items() if k != "odd")
+
+
+def test_no_set_below_min_clips_can_hold_a_value_three_deviations_out():
+    """(n − 1)/√n is the largest z-score n values allow, reached by n − 1 equal values and one other."""
+    from tunekit.eval.outliers import MIN_CLIPS, Z, max_z, min_clips
+
+    for n in range(2, 30):
+        values = np.r_[np.zeros(n - 1), 1.0]
+        z = (values[-1] - values.mean()) / values.std(ddof=1)
+        assert z == pytest.approx(max_z(n), rel=1e-12), n
+        rng = np.random.default_rng(n)
+        other = rng.standard_normal((200, n))
+        zs = (other - other.mean(axis=1, keepdims=True)) / other.std(axis=1, ddof=1, keepdims=True)
+        assert zs.max() <= max_z(n) * (1 + 1e-12), n  # no draw beats the bound
+    assert Z == 3.0 and MIN_CLIPS == min_clips(3.0) == 11
+    assert max_z(10) < 3.0 < max_z(11)
+
+
+def test_outliers_are_listed_only_for_sets_large_enough_to_have_any():
+    from tunekit.eval.outliers import MIN_CLIPS, find_outliers
+
+    # Ten equal distances and one far away: z = 10/√11 ≈ 3.015 > 3, an outlier.
+    big = {f"c{i:02d}": 1.0 for i in range(MIN_CLIPS - 1)} | {"far": 50.0}
+    found = find_outliers(big, 5)
+    assert [o["id"] for o in found["outliers"]] == ["far"] and found["check"]["ran"] is True
+    assert found["outliers"][0]["z"] == pytest.approx(10 / math.sqrt(11), rel=1e-12)
+    # One clip fewer: the far clip cannot pass z > 3 (at most 9/√10 ≈ 2.85), and no list is made.
+    small = dict(list(big.items())[1:])
+    assert len(small) == MIN_CLIPS - 1
+    found = find_outliers(small, 5)
+    assert found["outliers"] == [] and found["check"] == {**found["check"], "ran": False, "n": 10, "min_n": 11}
+
+
+def test_outliers_of_a_large_set_are_the_planted_ones_only():
+    from scipy.stats import norm
+
+    from tunekit.eval.outliers import find_outliers
+
+    # Forty evenly spread normal quantiles: the largest is ≈ 2.2 deviations out, so none is an outlier.
+    spread = {f"c{i:02d}": 10.0 + float(norm.ppf((i + 0.5) / 40)) for i in range(40)}
+    found = find_outliers(spread, 5)
+    assert found["check"]["ran"] and found["outliers"] == []
+    planted = spread | {"odd": 30.0, "odder": 40.0}
+    found = find_outliers(planted, 1)
+    assert [o["id"] for o in found["outliers"]] == ["odder"]  # `limit` keeps the furthest
+    found = find_outliers(planted, 5)
+    assert [o["id"] for o in found["outliers"]] == ["odder", "odd"] and all(o["z"] > 3 for o in found["outliers"])
+    values = np.array(list(planted.values()))
+    assert found["outliers"][1]["z"] == pytest.approx((30.0 - values.mean()) / values.std(ddof=1), rel=1e-12)
+    # Equal distances: checked, none out.
+    found = find_outliers({f"c{i}": 2.0 for i in range(20)}, 5)
+    assert found["check"]["ran"] and found["outliers"] == []

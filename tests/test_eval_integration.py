@@ -4,6 +4,7 @@ training run folder (a tiny MusicGen checkpoint, a LoRA adapter, a prep output w
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -130,9 +131,9 @@ def _check_wandb_media(run_dir: Path, data_dir: Path, n_clips: int, sets: tuple[
         assert all(isinstance(c, dict) and c["_type"] in ("audio-file", "image-file") and c["path"] for c in cells), cells[:2]
 
 
-@pytest.fixture(scope="module")
-def training_run(tmp_path_factory) -> Path:
-    """A run folder as `tunekit train` leaves it, around a tiny MusicGen whose codec has random codebooks."""
+def _training_run(root: Path, model_id: str) -> Path:
+    """A run folder as `tunekit train` leaves it, around a tiny MusicGen (`model_id`'s variant) whose codec has
+    random codebooks."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
@@ -141,7 +142,6 @@ def training_run(tmp_path_factory) -> Path:
     from tunekit.models.musicgen import load_musicgen
     from tunekit.train.lora import apply_lora
 
-    root = tmp_path_factory.mktemp("runmode")
     prep = root / "prep"
     (prep / "audio").mkdir(parents=True)
     rows = []
@@ -154,7 +154,7 @@ def training_run(tmp_path_factory) -> Path:
                          "caption": f"{caption}, part {w}"})
     pq.write_table(pa.Table.from_pylist(rows), prep / "windows.parquet")
 
-    model, processor = load_musicgen("facebook/musicgen-small", tiny=True)
+    model, processor = load_musicgen(model_id, tiny=True)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         scale = float(model.audio_encoder.encoder(torch.randn(1, 1, 32000, generator=g) * 0.1).std())
@@ -182,6 +182,11 @@ def training_run(tmp_path_factory) -> Path:
         for s in range(1, 11):
             f.write(json.dumps({"step": s, "loss": 7.0 / s**0.5, "lr": 2e-4, "valid_loss": 7.5 / s**0.5 if s % 5 == 0 else None}) + "\n")
     return run
+
+
+@pytest.fixture(scope="module")
+def training_run(tmp_path_factory) -> Path:
+    return _training_run(tmp_path_factory.mktemp("runmode"), "facebook/musicgen-small")
 
 
 def test_run_mode_scores_base_and_finetuned(training_run, fresh_stats_cache):
@@ -222,7 +227,16 @@ def test_run_mode_scores_base_and_finetuned(training_run, fresh_stats_cache):
     assert metrics["models"]["generator_base"].endswith("musicgen-tiny-codec")
     html = (out / "report.html").read_text()
     assert "Training curves" in html and html.count('<tr data-metric="') == 10
-    assert html.count("<audio") >= 8 and html.count("<li data-delta=") == len(delta)
+    assert html.count("<li data-delta=") == len(delta)
+    assert "lr: 0.0002 (constant)" in html  # no schedule: one line, not a flat chart
+    # Each prompt's card plays its held-out window beside the base and fine-tuned clips; four clips are too few
+    # for outliers.
+    cards = re.findall(r'<div class="clip" data-clip="([^"]+)">(.*?)</div></div></div>', html)
+    assert sorted(cid for cid, _ in cards) == ["t0-w0", "t0-w1", "t1-w0", "t1-w1"]
+    for _, card in cards:
+        assert re.findall(r"<b>([^<]+)</b>", card) == ["reference (held-out)", "base", "fine-tuned"]
+    assert html.count("<audio") == 3 * 4 and "too few to have outliers" in html
+    assert "chroma" not in json.dumps(metrics) and "chroma cosine" not in html  # a text-only model
     assert "▲" not in html and "▼" not in html  # no verdict from four prompts, so no marks
     runs = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1 and runs[0].stat().st_size > 0
@@ -233,6 +247,41 @@ def test_run_mode_scores_base_and_finetuned(training_run, fresh_stats_cache):
     again = json.loads((out / "metrics.json").read_text())
     assert sorted(again["reference"]["cached"]) == ["clap", "encodec", "vggish"]
     assert again["finetuned"]["vggish"]["fad"] == pytest.approx(metrics["finetuned"]["vggish"]["fad"], rel=1e-9)
+
+
+def test_melody_run_is_conditioned_on_its_windows_and_scored_by_chroma(tmp_path, fresh_stats_cache):
+    """MusicGen-melody: each prompt is generated from its held-out window's chroma; metrics.json and the report
+    carry the chroma cosine of each set against those melodies and its fine-tuned − base difference."""
+    from tunekit.eval.chroma_cosine import Melody, clip_chroma
+
+    run = _training_run(tmp_path, "facebook/musicgen-melody")
+    args = [f"run={run}", "models=tiny", fresh_stats_cache, "duration=1.0", "batch_size=4", "embeddings=[encodec]",
+            "clap_score=false", "reconstruction_floor=false", "fad_inf=false", "kad=false", "bootstrap=50",
+            "logger=none"]
+    assert _eval(args) == 0
+    out = run / "eval"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["generation"]["melody"] and metrics["chroma_settings"]["hop"] == 4096
+    prep = run.parent / "prep"
+    for which in ("base", "finetuned"):
+        assert json.loads((out / "audio" / which / "generation.json").read_text())["melody"] is True
+        # Independently: each clip against the first second of its window, read straight from the prep audio.
+        totals, frames = 0.0, 0
+        for cid in ("t0-w0", "t0-w1", "t1-w0", "t1-w1"):
+            track, w = cid.split("-w")
+            window, rate = sf.read(prep / "audio" / f"{track}.flac", start=int(2.0 * int(w) * RATE), frames=RATE,
+                                   dtype="float32", always_2d=True)
+            clip, clip_rate = sf.read(out / "audio" / which / f"{cid}.wav", dtype="float32")
+            c = clip_chroma(clip, clip_rate, Melody.of(window.T, rate))
+            totals, frames = totals + c.total, frames + c.frames
+        assert frames == 4 * 8  # ceil(32000 / 4096) frames per 1 s window
+        assert metrics[which]["chroma_cosine"] == pytest.approx(totals / frames, abs=1e-12)
+        assert metrics[which]["chroma_cosine_n"] == 4 and metrics[which]["chroma_cosine_frames"] == frames
+    delta = metrics["delta"]["chroma_cosine"]
+    assert delta["value"] == pytest.approx(metrics["finetuned"]["chroma_cosine"] - metrics["base"]["chroma_cosine"])
+    assert delta["lower_is_better"] is False
+    html = (out / "report.html").read_text()
+    assert '<tr data-metric="chroma cosine">' in html and '<li data-delta="chroma_cosine"' in html
 
 
 def test_run_mode_checks_frames_before_generating(training_run, fresh_stats_cache, monkeypatch):

@@ -35,7 +35,7 @@ class EvalConfig:
     kad: bool = True  # Kernel Audio Distance (kadtk's unbiased MMD² × 100, bandwidth from the reference) beside FAD
     kad_max_frames: int = 10000  # frames per side KAD uses; above it every k-th frame of each clip (0: all)
     bootstrap: int = 1000  # run mode: resamples of the prompts for the 95% interval of each fine-tuned − base difference (0: none)
-    outliers: int = 5  # clips listed as furthest from the reference, per embedding
+    outliers: int = 5  # most outlier clips listed per embedding (distance > 3 sd above the set's mean; sets of 11+ clips)
     seed: int = 0  # base seed: the batch starting at prompt i samples with seed + i (base and fine-tuned alike); also seeds FAD∞ subsets and the bootstrap
     n_samples: int = 0  # run mode: held-out prompts to generate (0: all)
     duration: float | None = None  # run mode: seconds per prompt; null: the reference windows' median length (longer windows keep their first `duration` s)

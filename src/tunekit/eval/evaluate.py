@@ -2,8 +2,9 @@
 
 `load_embedders` builds the configured embedders; `sample_size_problems` says, before any audio is generated
 or embedded, what keeps FAD and KAD from being computed; `evaluate` scores every set (FAD, FAD∞, KAD, outliers
-and the CLAP score, by `tunekit.eval.score`), adds the reconstruction floor and, for a pair of sets generated
-from the same prompts, the paired comparison (`delta`), and assembles metrics.json.
+and the CLAP score, by `tunekit.eval.score`; the chroma cosine similarity for sets generated from melodies, by
+`tunekit.eval.chroma_cosine`), adds the reconstruction floor and, for a pair of sets generated from the same
+prompts, the paired comparison (`delta`), and assembles metrics.json.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import importlib.metadata
 import platform
+from collections.abc import Mapping
 from typing import Any
 
 from tunekit.eval.config import EvalConfig
@@ -30,7 +32,7 @@ from tunekit.eval.score import (
     score_set,
     set_statistics,
 )
-from tunekit.eval.sets import AudioSet
+from tunekit.eval.sets import AudioItem, AudioSet
 
 
 def versions() -> dict[str, str]:
@@ -106,6 +108,7 @@ def evaluate(
     codec: CodecSource | None = None,
     embedders: list[Any] | None = None,
     paired: tuple[str, str] | None = None,
+    melodies: Mapping[str, AudioItem] | None = None,
 ) -> tuple[dict[str, Any], list[SetScores]]:
     """Score each set against the reference; returns the metrics.json dict and the per-set scores.
 
@@ -113,7 +116,8 @@ def evaluate(
     the floor uses `config.encodec_model`. `embedders` are the configured embedders when already
     loaded (by `load_embedders`). `paired` names two sets generated from the same prompts and seeds
     (base, fine-tuned): metrics.json then gets `delta`, the second minus the first per metric with its
-    bootstrap interval (`config.bootstrap` resamples).
+    bootstrap interval (`config.bootstrap` resamples). `melodies` maps each clip id to the audio whose melody
+    conditioned it (melody models): every set then gets its chroma cosine similarity to those melodies.
     """
     from tunekit.models.device import resolve_device
     from tunekit.models.embedders import ClapEmbedder
@@ -199,6 +203,15 @@ def evaluate(
                    "tiny": bool(config.models.tiny)},
         "reference": ref_metrics,
     }
+    if melodies is not None:
+        from tunekit.eval.chroma_cosine import SETTINGS, chroma_fields, set_chroma
+
+        cache: dict[str, Any] = {}
+        for s in scores:
+            log(f"chroma of {s.name}: {len(s.audio_set.items)} clips against their melodies")
+            s.chroma = set_chroma(s.audio_set, melodies, cache)
+            s.metrics.update(chroma_fields(s.chroma))
+        metrics["chroma_settings"] = SETTINGS
     for s in scores:
         metrics[s.name] = s.metrics
     if ref_score is not None:

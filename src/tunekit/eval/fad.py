@@ -181,11 +181,6 @@ def per_item_distances(items: Mapping[str, np.ndarray], reference: FrechetRefere
     return {key: reference.distance_to_frames(frames) for key, frames in items.items() if len(frames) > 0}
 
 
-def top_outliers(distances: Mapping[str, float], k: int) -> list[tuple[str, float]]:
-    """The k clips furthest from the reference, largest distance first (ties broken by id)."""
-    return sorted(distances.items(), key=lambda kv: (-kv[1], kv[0]))[: max(0, k)]
-
-
 class FadGroups:
     """FAD of any multiset of whole clips against one reference, from per-clip sums (no re-stacking of frames).
 

@@ -1,5 +1,10 @@
 """report.html: one self-contained page (inline CSS, SVG charts, base64 PNG spectrograms and OGG audio).
 
+Each prompt's card plays the held-out reference window beside the base and fine-tuned clips (run mode); every
+spectrogram has time and frequency axes; training curves step in whole steps, and a series that never changes
+is one line of text rather than a flat chart; outliers are listed only for sets large enough to have any
+(`tunekit.eval.outliers`).
+
 It opens from disk with no network: no external scripts, fonts or images. A small inline script marks
 `<body data-media-ready="1">` once every image has decoded and every audio element has loaded its
 metadata, with the counts in `data-images-ok` / `data-audio-ok` (used by the headless-browser test).
@@ -11,17 +16,20 @@ import base64
 import html
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from tunekit.eval.images import encode_audio_ogg, spectrogram_png
+from tunekit.eval.images import SpectrogramAxes, encode_audio_ogg, nice_ticks, spectrogram_axes, spectrogram_png
+from tunekit.eval.outliers import MIN_CLIPS, Z
 from tunekit.eval.score import SetScores
 from tunekit.eval.sets import AudioItem, AudioSet
 
 MAX_CLIP_SECONDS = 30.0
 _COLORS = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#9d755d", "#bab0ac")
 LABELS = {"base": "base", "finetuned": "fine-tuned", "generated": "generated", "reference": "reference"}
+SPEC_HEIGHT = 96  # spectrogram image rows (mel bands) and CSS height in pixels
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1180px;color:#222;padding:0 16px}
@@ -33,7 +41,9 @@ td.l,th.l{text-align:left}.better{color:#1a7f37;font-weight:600}.worse{color:#c6
 .warn{background:#fff4e5;border-left:4px solid #f0a020;padding:6px 10px;margin:6px 0;font-size:.9em}
 .clips{display:grid;gap:12px}.clip{border:1px solid #e3e3e3;border-radius:6px;padding:8px}
 .clip .prompt{font-style:italic;margin-bottom:6px}.pair{display:grid;gap:10px}
-.pair>div{min-width:0}.pair img{width:100%;height:96px;image-rendering:pixelated;display:block}
+.pair>div{min-width:0}.spec{display:grid;grid-template-columns:36px minmax(0,1fr);margin:2px 0 0}
+.spec img{width:100%;height:96px;image-rendering:pixelated;display:block}.spec svg{display:block;overflow:visible}
+.spec .tax{grid-column:2}.constants{list-style:none;padding:0;margin:6px 0;font-size:.9em}
 audio{width:100%;height:32px}.small{font-size:.82em;color:#555}.charts{display:flex;flex-wrap:wrap;gap:16px}
 code{background:#f3f3f3;padding:1px 4px;border-radius:3px}
 """
@@ -77,11 +87,37 @@ def data_uri(mime: str, data: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def clip_media(item: AudioItem) -> tuple[str, str]:
-    """(audio data URI, spectrogram PNG data URI) of a clip, at most 30 s of it."""
+def clip_media(item: AudioItem) -> tuple[str, str, SpectrogramAxes]:
+    """(audio data URI, spectrogram PNG data URI, the spectrogram's axes) of a clip, at most 30 s of it."""
     audio, rate = item.load()
     audio = audio[:, : int(MAX_CLIP_SECONDS * rate)]
-    return data_uri("audio/ogg", encode_audio_ogg(audio, rate)), data_uri("image/png", spectrogram_png(audio, rate))
+    png = spectrogram_png(audio, rate, height=SPEC_HEIGHT)
+    axes = spectrogram_axes(audio.shape[-1], rate, height=SPEC_HEIGHT)
+    return data_uri("audio/ogg", encode_audio_ogg(audio, rate)), data_uri("image/png", png), axes
+
+
+def spectrogram_figure(png_uri: str, axes: SpectrogramAxes, alt: str) -> str:
+    """The spectrogram image with a frequency axis on its left and a time axis below, both labelled.
+
+    Tick positions are percentages of the image's size, so the axes stay aligned however wide it is drawn.
+    """
+    h = SPEC_HEIGHT
+    left = [f'<svg class="fax" width="36" height="{h}" role="img" aria-label="{_e(axes.frequency_label)}">',
+            f'<text transform="rotate(-90)" x="{-h / 2}" y="8" font-size="9" text-anchor="middle">'
+            f"{_e(axes.frequency_label)}</text>"]
+    for y, label in axes.frequency:
+        pct = f"{100 * y:.2f}%"
+        left.append(f'<line x1="32" x2="36" y1="{pct}" y2="{pct}" stroke="#888"/>'
+                    f'<text class="tick" x="30" y="{pct}" dy="3" font-size="9" text-anchor="end">{_e(label)}</text>')
+    left.append("</svg>")
+    bottom = [f'<svg class="tax" width="100%" height="24" role="img" aria-label="{_e(axes.time_label)}">']
+    for x, label in axes.time:
+        pct = f"{100 * x:.2f}%"
+        bottom.append(f'<line x1="{pct}" x2="{pct}" y1="0" y2="4" stroke="#888"/>'
+                      f'<text class="tick" x="{pct}" y="13" font-size="9" text-anchor="middle">{_e(label)}</text>')
+    bottom.append(f'<text x="100%" y="23" font-size="9" text-anchor="end">{_e(axes.time_label)}</text></svg>')
+    return (f'<figure class="spec">{"".join(left)}<img alt="{_e(alt)}" src="{png_uri}">{"".join(bottom)}'
+            "</figure>")
 
 
 # ----------------------------------------------------------------------------- SVG charts
@@ -89,8 +125,10 @@ def clip_media(item: AudioItem) -> tuple[str, str]:
 
 def line_chart(series: dict[str, Sequence[tuple[float, float]]], title: str, *, x_label: str = "step",
                width: int = 520, height: int = 220, points: bool = False,
-               lines: dict[str, Sequence[tuple[float, float]]] | None = None) -> str:
-    """An inline SVG chart: one polyline (or dots with `points`) per series, plus optional fitted `lines`."""
+               lines: dict[str, Sequence[tuple[float, float]]] | None = None, integer_x: bool = False) -> str:
+    """An inline SVG chart: one polyline (or dots with `points`) per series, plus optional fitted `lines`.
+
+    x ticks sit at round values (`nice_ticks`), whole numbers only with `integer_x` (steps)."""
     lines = lines or {}
     everything = [p for s in (*series.values(), *lines.values()) for p in s if all(map(math.isfinite, p))]
     if not everything:
@@ -116,9 +154,12 @@ def line_chart(series: dict[str, Sequence[tuple[float, float]]], title: str, *, 
              f'<line x1="{ml}" y1="{mt}" x2="{ml}" y2="{height - mb}" stroke="#999"/>']
     for frac in (0.0, 0.5, 1.0):
         yv = y0 + frac * (y1 - y0)
-        xv = x0 + frac * (x1 - x0)
         parts.append(f'<text x="{ml - 4}" y="{sy(yv) + 4:.1f}" font-size="10" text-anchor="end">{_e(_fmt(yv, 3))}</text>')
-        parts.append(f'<text x="{sx(xv):.1f}" y="{height - mb + 14}" font-size="10" text-anchor="middle">{_e(_fmt(xv, 3))}</text>')
+    for xv in nice_ticks(min(xs), max(xs), 6, integer=integer_x) or [x0]:
+        label = str(int(xv)) if integer_x else _fmt(xv, 3)
+        parts.append(f'<line x1="{sx(xv):.1f}" x2="{sx(xv):.1f}" y1="{height - mb}" y2="{height - mb + 4}" stroke="#999"/>'
+                     f'<text class="xtick" x="{sx(xv):.1f}" y="{height - mb + 14}" font-size="10" '
+                     f'text-anchor="middle">{_e(label)}</text>')
     parts.append(f'<text x="{(ml + width - mr) / 2}" y="{height - 4}" font-size="10" text-anchor="middle">{_e(x_label)}</text>')
     for i, (label, pts) in enumerate([*series.items(), *lines.items()]):
         color = _COLORS[i % len(_COLORS)]
@@ -160,23 +201,53 @@ def bar_chart(values: dict[str, float | None], title: str, *, width: int = 260, 
     return "".join(parts)
 
 
-def training_curves(records: list[dict[str, Any]]) -> list[str]:
-    """SVG charts of a run's metrics.jsonl: every loss-like key on one chart, other numeric keys alone."""
+@dataclass
+class TrainingCurves:
+    """A run's metrics.jsonl for the report: charts of the series that change, one line for each that does not."""
+
+    charts: list[str] = field(default_factory=list)
+    constants: list[str] = field(default_factory=list)  # "lr: 0.0002 (constant)", "valid_loss: 3.1 (only at step 5)"
+
+    def html(self) -> str:
+        lines = "".join(f'<li data-constant="{_e(c.split(":")[0])}">{_e(c)}</li>' for c in self.constants)
+        return (f'<div class="charts">{"".join(self.charts)}</div>'
+                + (f'<ul class="constants">{lines}</ul>' if lines else ""))
+
+
+def fold_constant(series: dict[str, list[tuple[float, float]]]) -> tuple[dict[str, list[tuple[float, float]]], list[str]]:
+    """Split series into those that change and one text line for each that does not: the same value at every
+    logged step ("name: value (constant)"), or a single logged value ("name: value (only at step s)")."""
+    varying, lines = {}, []
+    for name, pts in series.items():
+        values = {v for _, v in pts}
+        if len(pts) == 1:
+            step = int(pts[0][0]) if float(pts[0][0]).is_integer() else pts[0][0]
+            lines.append(f"{name}: {pts[0][1]:.4g} (only at step {step})")
+        elif len(values) == 1:
+            lines.append(f"{name}: {pts[0][1]:.4g} (constant)")
+        else:
+            varying[name] = pts
+    return varying, lines
+
+
+def training_curves(records: list[dict[str, Any]]) -> TrainingCurves:
+    """Charts of a run's metrics.jsonl against the step: every loss-like key on one chart, other numeric keys
+    alone; series with one value throughout are folded into text lines (`fold_constant`)."""
     series: dict[str, list[tuple[float, float]]] = {}
     for i, rec in enumerate(records):
         x = rec.get("step", rec.get("global_step", i))
-        if not isinstance(x, (int, float)):
+        if not isinstance(x, (int, float)) or isinstance(x, bool):
             continue
         for k, v in rec.items():
             if k in ("step", "global_step", "epoch", "time", "timestamp", "wall_s") or isinstance(v, bool):
                 continue
             if isinstance(v, (int, float)) and math.isfinite(v):
                 series.setdefault(k, []).append((float(x), float(v)))
-    series = {k: v for k, v in series.items() if len(v) >= 2}
-    losses = {k: v for k, v in series.items() if "loss" in k}
-    charts = [line_chart(losses, "loss")] if losses else []
-    charts += [line_chart({k: v}, k) for k, v in sorted(series.items()) if k not in losses]
-    return [c for c in charts if c]
+    varying, constants = fold_constant(series)
+    losses = {k: v for k, v in varying.items() if "loss" in k}
+    charts = [line_chart(losses, "loss", integer_x=True)] if losses else []
+    charts += [line_chart({k: v}, k, integer_x=True) for k, v in sorted(varying.items()) if k not in losses]
+    return TrainingCurves(charts=[c for c in charts if c], constants=sorted(constants))
 
 
 # ----------------------------------------------------------------------------- tables
@@ -186,9 +257,12 @@ MARKS = {"better": "▲ better", "worse": "▼ worse", "no clear difference": "=
 
 
 def metric_label(key: str) -> str:
-    """'fad_clap' → 'FAD clap', 'kad_vggish' → 'KAD vggish', 'clap_score' → 'CLAP score'."""
+    """'fad_clap' → 'FAD clap', 'kad_vggish' → 'KAD vggish', 'clap_score' → 'CLAP score', 'chroma_cosine' →
+    'chroma cosine'."""
     if key == "clap_score":
         return "CLAP score"
+    if key == "chroma_cosine":
+        return "chroma cosine"
     kind, _, emb = key.partition("_")
     return f"{kind.upper()} {emb}"
 
@@ -214,7 +288,8 @@ def change_cell(values: list[float | None], delta: dict[str, Any] | None) -> str
 
 
 def metrics_table(metrics: dict[str, Any], set_names: list[str], embeddings: list[str]) -> str:
-    """Rows: FAD, FAD∞, KAD per embedding and the CLAP score; columns: the sets, then the reference floor/ceiling.
+    """Rows: FAD, FAD∞, KAD per embedding, the CLAP score and (melody models) the chroma cosine; columns: the sets,
+    then the reference floor/ceiling.
 
     With two sets (base, fine-tuned) a change column gives the difference; it is marked better/worse only where
     the paired comparison (`delta` in metrics.json) says its 95% interval excludes 0.
@@ -248,6 +323,10 @@ def metrics_table(metrics: dict[str, Any], set_names: list[str], embeddings: lis
     if any(metrics.get(n, {}).get("clap_score") is not None for n in set_names):
         row("CLAP score", [metrics.get(n, {}).get("clap_score") for n in set_names], ref.get("clap_score"),
             "clap_score", "higher is better; reference: its own captions")
+    if any(metrics.get(n, {}).get("chroma_cosine") is not None for n in set_names):
+        frames = ", ".join(f"{metrics.get(n, {}).get('chroma_cosine_frames')} frames" for n in set_names)
+        row("chroma cosine", [metrics.get(n, {}).get("chroma_cosine") for n in set_names], None, "chroma_cosine",
+            f"higher is better; each clip against the melody it was conditioned on; {frames}")
     rows.append("</table>")
     return "".join(rows)
 
@@ -273,7 +352,7 @@ def verdict_lines(metrics: dict[str, Any]) -> str:
                      f' <span class="small">{_e(numbers)}</span></li>')
     how = (f"Paired over the same prompts and seeds: {settings.get('resamples')} bootstrap resamples of the prompts, "
            "percentile interval; a difference counts only when its interval excludes 0. Lower FAD and KAD are better, "
-           "a higher CLAP score is better.")
+           "a higher CLAP score is better" + (", a higher chroma cosine is better." if "chroma_cosine" in deltas else "."))
     return f'<ul class="verdicts">{"".join(lines)}</ul><p class="small">{_e(how)}</p>'
 
 
@@ -317,49 +396,79 @@ def fad_inf_table(metrics: dict[str, Any], set_names: list[str], embeddings: lis
 # ----------------------------------------------------------------------------- page
 
 
+def _cell(label: str, item: AudioItem, notes: str = "") -> str:
+    """One clip: its set and id, a player, the spectrogram with axes, and optional notes."""
+    audio_uri, png_uri, axes = clip_media(item)
+    return (f'<div><div class="small"><b>{_e(label)}</b> · {_e(item.id)}</div>'
+            f'<audio controls preload="metadata" src="{audio_uri}"></audio>'
+            + spectrogram_figure(png_uri, axes, f"spectrogram of {item.id} ({label})")
+            + (f'<div class="small">{_e(notes)}</div>' if notes else "") + "</div>")
+
+
 def _clip_cell(scores: SetScores, cid: str, embeddings: list[str]) -> str:
     item = next((i for i in scores.audio_set.items if i.id == cid), None)
     if item is None:
         return '<div class="small">(missing)</div>'
-    audio_uri, png_uri = clip_media(item)
     dist = " · ".join(f"{e} {_fmt(scores.distances.get(e, {}).get(cid), 3)}" for e in embeddings if e in scores.distances)
+    notes = f"distance to reference: {dist}" if dist else ""
     clap = scores.clap.per_item.get(cid) if scores.clap else None
-    extra = f" · CLAP {_fmt(clap, 3)}" if clap is not None else ""
-    return (f'<div><div class="small"><b>{_e(LABELS.get(scores.name, scores.name))}</b> · {_e(cid)}</div>'
-            f'<audio controls preload="metadata" src="{audio_uri}"></audio>'
-            f'<img alt="spectrogram of {_e(cid)}" src="{png_uri}">'
-            + (f'<div class="small">distance to reference: {_e(dist)}{_e(extra)}</div>' if dist or extra else "")
-            + "</div>")
+    if clap is not None:
+        notes += f"{' · ' if notes else ''}CLAP {_fmt(clap, 3)}"
+    chroma = scores.chroma.get(cid)
+    if chroma is not None:
+        notes += f"{' · ' if notes else ''}chroma cosine {_fmt(chroma.mean, 3)}"
+    return _cell(LABELS.get(scores.name, scores.name), item, notes)
 
 
-def clips_section(sets: list[SetScores], ids: list[str], embeddings: list[str]) -> str:
-    """One card per clip id: its prompt, then each set's clip (player + spectrogram) side by side."""
+def clips_section(sets: list[SetScores], ids: list[str], embeddings: list[str],
+                  reference: AudioSet | None = None) -> str:
+    """One card per clip id: its prompt, then the reference window of that id (when `reference` has one: the
+    held-out window whose caption prompted the clips) and each set's clip, side by side, each with a player
+    and a spectrogram."""
+    by_id = {i.id: i for i in reference.items} if reference is not None else {}
     cards = []
     for cid in ids:
         prompt = next((i.prompt for s in sets for i in s.audio_set.items if i.id == cid and i.prompt), "")
-        cells = "".join(_clip_cell(s, cid, embeddings) for s in sets)
+        cells = [_cell("reference (held-out)", by_id[cid])] if cid in by_id else []
+        cells += [_clip_cell(s, cid, embeddings) for s in sets]
         cards.append(f'<div class="clip" data-clip="{_e(cid)}"><div class="prompt">{_e(prompt) or "(no prompt)"}</div>'
-                     f'<div class="pair" style="grid-template-columns:repeat({len(sets)},1fr)">{cells}</div></div>')
+                     f'<div class="pair" style="grid-template-columns:repeat({len(cells)},minmax(0,1fr))">'
+                     f'{"".join(cells)}</div></div>')
     return f'<div class="clips">{"".join(cards)}</div>'
 
 
-def outliers_section(sets: list[SetScores], embeddings: list[str], with_audio: int = 3) -> str:
-    """Per set and embedding, the clips furthest from the reference; the top few with players."""
+def outliers_section(sets: list[SetScores], embeddings: list[str], with_audio: int = 3,
+                     reference: AudioSet | None = None) -> str:
+    """Per set and embedding, the outlier clips (`tunekit.eval.outliers`) with the top few playable; a set too
+    small to have outliers gets one line saying so instead."""
     out = []
     for s in sets:
+        label = LABELS.get(s.name, s.name)
         prompts = s.audio_set.prompts()
+        checks = {e: (s.metrics.get(e) or {}).get("outlier_check") or {} for e in embeddings if s.metrics.get(e)}
+        if checks and not any(c.get("ran") for c in checks.values()):
+            c = max(checks.values(), key=lambda c: c.get("n", 0))
+            out.append(f'<p class="small" data-outliers="{_e(s.name)}">{_e(label)}: {c.get("n", 0)} clips, too few to '
+                       f"have outliers (a clip can lie more than {c.get('z', Z):g} standard deviations above the mean "
+                       f"distance only in a set of at least {c.get('min_n', MIN_CLIPS)} clips).</p>")
+            continue
         for emb in embeddings:
             entries = (s.metrics.get(emb) or {}).get("outliers") or []
             if not entries:
+                if checks.get(emb, {}).get("ran"):
+                    out.append(f'<p class="small" data-outliers="{_e(s.name)}">{_e(label)} · {_e(emb)}: no outliers '
+                               f"(no clip lies more than {Z:g} standard deviations above the mean distance of its "
+                               f"{checks[emb].get('n')} clips).</p>")
                 continue
             rows = "".join(f'<tr class="outlier"><td class="l">{_e(o["id"])}</td><td>{_e(_fmt(o["distance"]))}</td>'
-                           f'<td class="l">{_e(prompts.get(o["id"], ""))}</td></tr>' for o in entries)
-            out.append(f"<h3>{_e(LABELS.get(s.name, s.name))} · {_e(emb)}</h3><table><tr><th class='l'>clip</th>"
-                       f"<th>Fréchet distance of its frames</th><th class='l'>prompt</th></tr>{rows}</table>")
+                           f'<td>{_e(_fmt(o.get("z"), 3))}</td><td class="l">{_e(prompts.get(o["id"], ""))}</td></tr>'
+                           for o in entries)
+            out.append(f"<h3>{_e(label)} · {_e(emb)}</h3><table><tr><th class='l'>clip</th>"
+                       f"<th>Fréchet distance of its frames</th><th>z</th><th class='l'>prompt</th></tr>{rows}</table>")
         first = next((e for e in embeddings if (s.metrics.get(e) or {}).get("outliers")), None)
         if first and with_audio:
             ids = [o["id"] for o in s.metrics[first]["outliers"][:with_audio]]
-            out.append(clips_section([s], ids, embeddings))
+            out.append(clips_section([s], ids, embeddings, reference))
     return "".join(out)
 
 
@@ -374,7 +483,8 @@ def render_report(
     training: list[dict[str, Any]] | None = None,
     n_reference_clips: int = 3,
 ) -> str:
-    """The whole page as a string."""
+    """The whole page as a string. Clips whose id is also a `reference` clip (run mode: the held-out window that
+    prompted them) play beside it; otherwise `n_reference_clips` reference clips get a section of their own."""
     names = [s.name for s in sets]
     ids = sorted({i.id for s in sets for i in s.audio_set.items})[:n_clips]
     warnings = list(metrics.get("warnings", []))
@@ -396,6 +506,8 @@ def render_report(
     if any(metrics.get(n, {}).get("clap_score") is not None for n in names):
         bars += bar_chart({LABELS.get(n, n): metrics.get(n, {}).get("clap_score") for n in names}
                           | {"reference": metrics.get("reference", {}).get("clap_score")}, "CLAP score")
+    if any(metrics.get(n, {}).get("chroma_cosine") is not None for n in names):
+        bars += bar_chart({LABELS.get(n, n): metrics.get(n, {}).get("chroma_cosine") for n in names}, "chroma cosine")
     body = [f"<h1>{_e(title)}</h1>",
             f'<div class="meta">{_e(metrics.get("created", ""))} · tunekit {_e(metrics.get("versions", {}).get("tunekit", ""))}'
             f' · mode {_e(metrics.get("mode", ""))} · reference: {_e(metrics.get("reference", {}).get("source", ""))}'
@@ -404,15 +516,18 @@ def render_report(
             "<h2>Metrics</h2>", metrics_table(metrics, names, embeddings), f'<div class="charts">{bars}</div>', warn_html]
     if training:
         curves = training_curves(training)
-        if curves:
-            body += ["<h2>Training curves</h2>", f'<div class="charts">{"".join(curves)}</div>']
-    body += ["<h2>Clips</h2>", clips_section(sets, ids, embeddings)]
-    body += ["<h2>Outliers</h2>", '<p class="small">Clips whose own frames are furthest (Fréchet distance) from the '
-             "reference distribution.</p>", outliers_section(sets, embeddings)]
-    if reference is not None and n_reference_clips:
-        ref_scores = SetScores(name="reference", audio_set=reference, metrics={})
-        body += ["<h2>Reference examples</h2>",
-                 clips_section([ref_scores], [i.id for i in reference.items[:n_reference_clips]], [])]
+        if curves.charts or curves.constants:
+            body += ["<h2>Training curves</h2>", curves.html()]
+    paired_reference = reference if reference is not None and set(ids) & set(reference.ids()) else None
+    body += ["<h2>Clips</h2>", clips_section(sets, ids, embeddings, paired_reference)]
+    body += ["<h2>Outliers</h2>", '<p class="small">Clips whose own frames are unusually far (Fréchet distance) from '
+             f"the reference distribution: more than {Z:g} standard deviations above their set's mean distance.</p>",
+             outliers_section(sets, embeddings, reference=paired_reference)]
+    if reference is not None and paired_reference is None and n_reference_clips:
+        cards = "".join(f'<div class="clip" data-clip="{_e(i.id)}"><div class="prompt">{_e(i.prompt or "")}</div>'
+                        f'<div class="pair">{_cell("reference", i)}</div></div>'
+                        for i in reference.items[:n_reference_clips])
+        body += ["<h2>Reference examples</h2>", f'<div class="clips">{cards}</div>']
     body += ["<h2>FAD∞ fits</h2>", fad_inf_table(metrics, names, embeddings),
              "<h2>Embeddings</h2>", f"<table><tr><th class='l'>embedding</th><th class='l'>model</th>"
              f"<th class='l'>frames / windows</th></tr>{policies}</table>"]

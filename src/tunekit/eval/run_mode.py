@@ -11,11 +11,14 @@
    reference audio have equal length and FAD/KAD compare like with like.
 4. Generate every prompt with the base model and with the fine-tuned one, with the run's family sampler
    (given by the verb from `tunekit.families`; MusicGen's loads the run's LoRA adapter merged into its
-   base, or its full model): same prompts, same seeds, same decoding settings. Audio goes to
+   base, or its full model): same prompts, same seeds, same decoding settings. A model that takes a melody
+   (`takes_melody`, MusicGen-melody) gets the chroma of the prompt's own held-out window (its first
+   `duration` seconds), as audiocraft evaluates melody models. Audio goes to
    `<run>/eval/audio/{base,finetuned}/` and is reused when the settings and models are unchanged.
 5. Score both against all held-out windows (the reference), with the reconstruction floor from the
-   generator's own codec; compare them prompt by prompt (fine-tuned − base per metric, with a bootstrap
-   interval over the prompts), and write `<run>/eval/metrics.json`, `report.html` and a W&B run.
+   generator's own codec, and, for melody models, the chroma cosine similarity of each clip to its melody;
+   compare them prompt by prompt (fine-tuned − base per metric, with a bootstrap interval over the prompts),
+   and write `<run>/eval/metrics.json`, `report.html` and a W&B run.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import gc
 import hashlib
 import json
 import statistics
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +101,23 @@ def crop_reference(reference: AudioSet, seconds: float) -> tuple[AudioSet, int]:
     return dataclasses.replace(reference, items=items, _hash=None), cut
 
 
+MELODY_SOURCE = "chroma of the prompt's held-out window (models that take a melody)"
+
+
+def melody_batch(items: list[AudioItem]) -> Any:
+    """(B, frames, 12) float32 tensor of the windows' melody chroma; shorter ones are repeated to the longest,
+    as MusicGen-melody repeats a short melody to its chroma length."""
+    import numpy as np
+    import torch
+
+    from tunekit.eval.chroma_cosine import melody_features
+
+    chromas = [melody_features(*item.load()) for item in items]
+    longest = max(len(c) for c in chromas)
+    tiled = [np.tile(c, (-(-longest // len(c)), 1))[:longest] for c in chromas]
+    return torch.from_numpy(np.stack(tiled).astype(np.float32))
+
+
 def generate_set(
     which: str,
     load: Any,
@@ -106,9 +127,11 @@ def generate_set(
     device: Any,
     identity: dict[str, Any],
     seconds: float,
+    melodies: Mapping[str, AudioItem] | None = None,
 ) -> tuple[AudioSet, dict[str, Any]]:
     """Generate one clip of `seconds` per prompt into `folder` (reused when `identity` and the settings match);
-    `load()` returns the family's sampler."""
+    `load()` returns the family's sampler. A sampler that `takes_melody` is given the chroma of `melodies[id]`
+    for each prompt; the manifest's `melody` says whether it was."""
     import numpy as np
 
     from tunekit.atomic import write_json
@@ -124,6 +147,7 @@ def generate_set(
         "temperature": config.temperature,
         "steps": config.steps,
         "shift": config.shift,
+        "melody": MELODY_SOURCE if melodies is not None else None,
         **identity,
     }
     manifest = folder / "generation.json"
@@ -137,15 +161,18 @@ def generate_set(
     if info is None:
         sampler = load()
         what = sampler.description
-        log(f"{which}: generating {len(prompts)} clips of {seconds:g} s with {what}")
+        melody = melodies is not None and bool(getattr(sampler, "takes_melody", False))
+        log(f"{which}: generating {len(prompts)} clips of {seconds:g} s with {what}"
+            + (", each conditioned on its window's melody" if melody else ""))
         seeds: dict[str, int] = {}
         for first in range(0, len(prompts), config.batch_size):
             batch = prompts[first : first + config.batch_size]
             seed = config.seed + first
+            chroma = melody_batch([melodies[p.id] for p in batch]) if melody else None
             audio, rate = sampler.generate(
                 [p.prompt for p in batch], seconds, seed=seed,
                 guidance_scale=config.guidance_scale, top_k=config.top_k, top_p=0.0, temperature=config.temperature,
-                steps=config.steps, shift=config.shift,
+                steps=config.steps, shift=config.shift, chroma=chroma,
             )
             for item, clip in zip(batch, audio, strict=True):
                 peak = float(np.max(np.abs(clip))) if clip.size else 0.0
@@ -153,7 +180,7 @@ def generate_set(
                 seeds[item.id] = seed
             if len(prompts) > config.batch_size:
                 log(f"{which}: {len(seeds)}/{len(prompts)} clips")
-        info = {"settings": settings, "model": what, "seeds": seeds, "rate": rate}
+        info = {"settings": settings, "model": what, "seeds": seeds, "rate": rate, "melody": melody}
         write_json(manifest, info)
         del sampler
         gc.collect()
@@ -264,12 +291,14 @@ def run_on_training_run(config: EvalConfig, sampler: Any) -> int:
         raise ConfigErrors(problems)
     generated: dict[str, AudioSet] = {}
     infos: dict[str, Any] = {}
+    windows = {item.id: item for item in reference.items}  # cropped to `seconds`: the melodies a melody model gets
     for which, load in (("base", load_base), ("finetuned", load_finetuned)):
         generated[which], infos[which] = generate_set(
-            which, load, prompts, out / "audio" / which, config, device, identities[which], seconds
+            which, load, prompts, out / "audio" / which, config, device, identities[which], seconds, windows
         )
+    melodic = all(infos[which].get("melody") for which in SETS)
     metrics, scores = evaluate(config, generated, reference, codec=generator_codec(sampler, base_path, codec, load_base),
-                               embedders=embedders, paired=SETS)
+                               embedders=embedders, paired=SETS, melodies=windows if melodic else None)
     metrics["mode"] = "run"
     metrics["run"] = str(run)
     metrics["models"].update({
@@ -285,6 +314,7 @@ def run_on_training_run(config: EvalConfig, sampler: Any) -> int:
         "temperature": config.temperature, "batch_size": config.batch_size,
         "seeds": infos["base"].get("seeds", {}), "n_prompts": len(prompts),
         "prompt_source": f"captions of the held-out windows in splits {list(config.reference_splits)}",
+        "melody": MELODY_SOURCE if melodic else None,
     }
     metrics["reference"]["crop"] = {"seconds": seconds, "cropped": n_cropped,
                                     "how": "windows longer than the generated clips keep their first `seconds`"}
@@ -293,6 +323,8 @@ def run_on_training_run(config: EvalConfig, sampler: Any) -> int:
     if shorter:
         metrics["warnings"].append(f"{shorter} of {len(reference.items)} reference windows are shorter than the "
                                    f"{seconds:g} s generated clips (duration={seconds:g}): their lengths differ")
+    if melodic != any(infos[which].get("melody") for which in SETS):
+        metrics["warnings"].append("only one of base and fine-tuned was conditioned on melodies: no chroma cosine")
     if infos["base"].get("seeds") != infos["finetuned"].get("seeds"):
         metrics["warnings"].append("base and fine-tuned clips were generated with different seeds")
     html = render_report(metrics, scores, title=f"tunekit eval: {run.name} (base vs fine-tuned)",

@@ -1,6 +1,7 @@
 """Score audio sets against a reference: FAD, FAD∞ and KAD per embedding, per-clip outliers, CLAP scores, the
-reconstruction floor, and the paired comparison of two sets generated from the same prompts. Shared by both
-modes of `tunekit eval`; knows nothing of runs or generation.
+reconstruction floor, and the paired comparison of two sets generated from the same prompts (chroma cosine
+similarity too, for melody-conditioned sets). Shared by both modes of `tunekit eval`; knows nothing of runs or
+generation.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from tunekit.errors import TunekitError
 from tunekit.eval import stats_cache
+from tunekit.eval.chroma_cosine import ClipChroma
 from tunekit.eval.clap_score import ClapScore, clap_score, clip_vectors
 from tunekit.eval.embeddings import embed_items
 from tunekit.eval.fad import (
@@ -24,10 +26,10 @@ from tunekit.eval.fad import (
     per_item_distances,
     rank_warning,
     subset_sizes,
-    top_outliers,
 )
 from tunekit.eval.frechet import FrechetReference
 from tunekit.eval.kad import KadGroups, KadReference, thin
+from tunekit.eval.outliers import find_outliers
 from tunekit.eval.paired import Delta, paired_bootstrap, resample_counts
 from tunekit.eval.sets import AudioSet
 from tunekit.eval.stats_cache import SetStats
@@ -88,6 +90,7 @@ class SetScores:
     clap: ClapScore | None = None
     frames: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # embedding → clip id → frames
     kad_groups: dict[str, KadGroups] = field(default_factory=dict)  # embedding → kernel sums by clip (sorted ids)
+    chroma: dict[str, ClipChroma] = field(default_factory=dict)  # clip id → chroma cosine (melody-conditioned sets)
 
 
 def clips(audio_set: AudioSet, transform: Transform | None = None) -> Iterator[tuple[str, np.ndarray, int]]:
@@ -158,8 +161,8 @@ def score_set(
     clap_embedder: ClapEmbedder | None,
     kad_max_frames: int = 0,
 ) -> SetScores:
-    """FAD (+ FAD∞) and KAD (where the reference has one), per-clip distances and outliers per embedding, and
-    the CLAP score against the prompts."""
+    """FAD (+ FAD∞) and KAD (where the reference has one), per-clip distances and outliers per embedding (at most
+    `n_outliers`, by `tunekit.eval.outliers`), and the CLAP score against the prompts."""
     log(f"embedding {name}: {len(audio_set.items)} clips with {', '.join(e.name for e in embedders)}")
     frames = embed_items(embedders, clips(audio_set), batch_size=batch_size)
     metrics: dict[str, Any] = {"n_clips": len(audio_set.items)}
@@ -198,7 +201,8 @@ def score_set(
         if short:
             entry["warnings"].append(f"{name}: {len(short)} clips too short for a {e.name} window: {short[:5]}")
         distances[e.name] = per_item_distances(per_clip, ref_gauss)
-        entry["outliers"] = [{"id": cid, "distance": d} for cid, d in top_outliers(distances[e.name], n_outliers)]
+        found = find_outliers(distances[e.name], n_outliers)
+        entry["outliers"], entry["outlier_check"] = found["outliers"], found["check"]
         metrics[e.name] = entry
     score = None
     prompts = audio_set.prompts()
@@ -265,7 +269,7 @@ def floor_metrics(
 
 
 # Metrics a paired comparison covers: (metrics.json key, lower is better).
-LOWER_IS_BETTER = {"fad": True, "kad": True, "clap_score": False}
+LOWER_IS_BETTER = {"fad": True, "kad": True, "clap_score": False, "chroma_cosine": False}
 
 
 def paired_deltas(
@@ -282,7 +286,8 @@ def paired_deltas(
 
     Every resample draws prompts with replacement and recomputes both sides' metric on the same draw: FAD
     from the drawn clips' frames against the fixed reference Gaussian, KAD from kernel sums by clip, the
-    CLAP score as the mean over the drawn prompts. Keys: `fad_<embedding>`, `kad_<embedding>`, `clap_score`.
+    CLAP score as the mean over the drawn prompts, the chroma cosine (when both sets have one) as the drawn clips'
+    cosine sums over their frames. Keys: `fad_<embedding>`, `kad_<embedding>`, `clap_score`, `chroma_cosine`.
     """
     ids = sorted(i.id for i in base.audio_set.items)
     if ids != sorted(i.id for i in finetuned.audio_set.items):
@@ -302,7 +307,26 @@ def paired_deltas(
     if base.clap is not None and finetuned.clap is not None:
         sides = [_mean_over_prompts(s.clap.per_item, ids) for s in (base, finetuned)]
         out["clap_score"] = paired_bootstrap(sides[0], sides[1], counts, lower_is_better=LOWER_IS_BETTER["clap_score"])
+    if base.chroma and finetuned.chroma:
+        sides = [_ratio_over_prompts({i: (c.total, c.frames) for i, c in s.chroma.items()}, ids)
+                 for s in (base, finetuned)]
+        out["chroma_cosine"] = paired_bootstrap(sides[0], sides[1], counts,
+                                                lower_is_better=LOWER_IS_BETTER["chroma_cosine"])
     return out
+
+
+def _ratio_over_prompts(parts: dict[str, tuple[float, float]], ids: list[str]) -> Callable[[np.ndarray], np.ndarray]:
+    """Σ numerators / Σ denominators over a resample ((R, len(ids)) counts → (R,)) of per-prompt (numerator,
+    denominator) pairs: a mean over frames rather than over prompts."""
+    num = np.array([parts.get(i, (0.0, 0.0))[0] for i in ids], dtype=np.float64)
+    den = np.array([parts.get(i, (0.0, 0.0))[1] for i in ids], dtype=np.float64)
+
+    def ratio(counts: np.ndarray) -> np.ndarray:
+        c = np.atleast_2d(counts).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (c @ num) / (c @ den)
+
+    return ratio
 
 
 def _mean_over_prompts(values: dict[str, float], ids: list[str]) -> Callable[[np.ndarray], np.ndarray]:
