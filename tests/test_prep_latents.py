@@ -386,3 +386,25 @@ def test_rerun_does_no_work_and_another_checkpoint_recomputes(prepared: SimpleNa
     w = windows[0]
     tensors, meta = _load(out / w["latents_file"])
     assert meta["variant"] == "base" and tensors[f"{w['window_id']}/cond"].dtype == torch.bfloat16
+
+
+def test_safetensors_files_are_a_function_of_their_content() -> None:
+    """The header is written with sorted keys (safetensors itself writes metadata in hash order, which differs
+    between processes, so a Ray worker and the local pool wrote other bytes); any reader reads it as before."""
+    import json
+
+    from safetensors.torch import load
+
+    from tunekit.prep.latents import safetensors_bytes
+
+    tensors = {"mean": torch.arange(6.0).reshape(2, 3), "std": torch.ones(2, 3), "cond": torch.zeros(1, 4)}
+    meta = {f"key{i}": str(i) for i in range(12)}
+    a = safetensors_bytes(tensors, meta)
+    b = safetensors_bytes(dict(reversed(tensors.items())), dict(reversed(meta.items())))
+    assert a == b
+    n = int.from_bytes(a[:8], "little")
+    header = json.loads(a[8 : 8 + n])
+    assert list(header) == sorted(header) and list(header["__metadata__"]) == sorted(meta)
+    assert (8 + n) % 8 == 0  # the data stays aligned
+    loaded = load(a)
+    assert loaded.keys() == tensors.keys() and all(torch.equal(loaded[k], v) for k, v in tensors.items())

@@ -428,6 +428,30 @@ def test_every_musicgen_stage_on_ray_gives_the_local_outputs(ray_address, tmp_pa
     assert not different, f"{len(different)} of {len(expected)} outputs differ from the local run: {different}"
 
 
+@needs_ray
+@pytest.mark.integration
+def test_the_acestep_pipeline_on_ray_gives_the_local_outputs(ray_address, tmp_path, one_torch_thread):
+    """pipelines/acestep.yaml on tiny models: the latents stage (VAE latents, conditions, the model file) runs on
+    a Ray actor and writes the files the local run writes, byte for byte."""
+    from test_prep_latents import acestep_config
+    from threadpoolctl import threadpool_limits
+
+    from tunekit.prep.run import run_prep
+
+    corpus = _corpus(tmp_path / "corpus", 2, 6.0, seed=700)
+    local, on_ray = tmp_path / "local", tmp_path / "ray"
+    with threadpool_limits(limits=1):
+        assert run_prep(acestep_config(corpus, local)) == 0
+    assert run_prep(acestep_config(corpus, on_ray, "executor=ray", "executor.model_actors=1")) == 0
+    stats = json.loads((on_ray / "summary.json").read_text())["stages"]["latents"]
+    assert stats["computed"] == stats["rows"] > 0 and stats["failed"] == 0, stats
+    expected, got = _outputs(local), _outputs(on_ray)
+    assert sorted(got) == sorted(expected)
+    assert sum(k.startswith("latents/") for k in got) == 3, sorted(got)  # two tracks and the model file
+    different = sorted(k for k in expected if got[k] != expected[k])
+    assert not different, f"{len(different)} of {len(expected)} outputs differ from the local run: {different}"
+
+
 def decode_or_die(row, section, ctx):
     """The decode stage, except that it kills its worker process on one file (a decoder crash)."""
     from tunekit.prep.decode import decode_track

@@ -342,13 +342,26 @@ def encode_latent_batch(
     return [r for r in results if r is not None]
 
 
+def safetensors_bytes(tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> bytes:
+    """A safetensors file whose bytes depend only on its content: safetensors writes the metadata in hash order,
+    which changes from process to process, so the JSON header is rewritten with sorted keys (same length, same
+    offsets; any safetensors reader reads it as before)."""
+    import json
+
+    from safetensors.torch import save
+
+    data = save(tensors, metadata=metadata)
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    if len(header) > n:  # never: the same entries written compactly
+        raise RuntimeError(f"safetensors header grew from {n} to {len(header)} bytes when sorted")
+    return data[:8] + header + b" " * (n - len(header)) + data[8 + n :]
+
+
 def _save(path: Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save_file
+    from tunekit.atomic import write_bytes
 
-    from tunekit.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    write_bytes(path, safetensors_bytes(tensors, metadata))
 
 
 def _window_key(row: Any, tiled: bool, model_digest: str) -> str:
@@ -467,8 +480,6 @@ def _encode_conditions(
 ) -> dict[str, str]:
     """Load the text and condition encoders, condition each `missing` window (cached one by one, so a killed run
     resumes), write model.safetensors, and release the encoders. Returns the errors by conditioning key."""
-    from safetensors.torch import save
-
     from tunekit.atomic import write_bytes
     from tunekit.models.acestep import encode_conditions, null_condition
 
@@ -501,14 +512,14 @@ def _encode_conditions(
         "channels": str(facts.channels),
         "hidden": str(null.shape[-1]),
     }
-    data = save({"null_condition": null, "silence_latent": silence}, metadata=metadata)
+    data = safetensors_bytes({"null_condition": null, "silence_latent": silence}, metadata=metadata)
     write_bytes(Path(ctx.out_dir) / model_relpath(ctx.model_digest), data)
     return errors
 
 
 def _same_file(path: Path, tensors: dict[str, Any], metadata: dict[str, str]) -> bool:
-    """True when `path` already holds exactly these tensors and metadata (its header's key order may differ:
-    safetensors writes metadata in hash order)."""
+    """True when `path` already holds exactly these tensors and metadata (a file written before headers were
+    sorted may hold them in another order)."""
     import torch
     from safetensors import safe_open
 
@@ -527,12 +538,10 @@ def _same_file(path: Path, tensors: dict[str, Any], metadata: dict[str, str]) ->
 
 def _write_track(path: Path, tensors: dict[str, Any], metadata: dict[str, str]) -> None:
     """Write a track's file atomically, unless it already holds the same tensors (a re-run leaves it untouched)."""
-    from safetensors.torch import save
-
     from tunekit.atomic import write_bytes
 
     if not _same_file(path, tensors, metadata):
-        write_bytes(path, save(tensors, metadata=metadata))
+        write_bytes(path, safetensors_bytes(tensors, metadata))
 
 
 Plan = tuple[Lyrics, list[tuple[Any, ConditionInput]]]  # a track's lyrics and each window's conditioning inputs
