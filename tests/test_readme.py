@@ -52,3 +52,19 @@ def test_make_demo_runs_end_to_end(repo_root: Path, tmp_path: Path):
     # Both training and evaluation are in W&B (offline runs, ready for `wandb sync`).
     assert len(list((run / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
     assert len(list((run / "eval" / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
+
+
+def test_make_demo_takes_the_acestep_path_when_asked(repo_root: Path):
+    """`make demo DEMO_FAMILY=acestep` runs the same verbs with ACE-Step's pipeline and recipe (a dry run: the
+    ACE-Step path itself runs end to end in test_acestep_e2e); another family name stops make with the choices."""
+    def dry(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["make", "-n", "demo", *args], cwd=repo_root, capture_output=True, text=True, timeout=60)
+
+    lines = [line for line in dry("DEMO_FAMILY=acestep").stdout.splitlines() if "tunekit" in line]
+    assert any(" prep pipeline=acestep " in line and "out=out/demo-acestep" in line for line in lines), lines
+    assert any("train recipe=demo-acestep data=out/demo-acestep out=runs/demo-acestep" in line for line in lines)
+    assert any("generate run=runs/demo-acestep" in line for line in lines), lines
+    plain = [line for line in dry().stdout.splitlines() if "tunekit" in line]
+    assert any("train recipe=demo data=out/demo out=runs/demo" in line for line in plain), plain
+    wrong = dry("DEMO_FAMILY=jukebox")
+    assert wrong.returncode != 0 and "use musicgen or acestep" in wrong.stderr, wrong.stderr
