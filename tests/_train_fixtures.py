@@ -372,7 +372,14 @@ def assert_same_steps(ref: Path, ref_grads: Path, run: Path, grads: Path, *, wha
     measured["loss"] = float(max(abs(x - y) / t for x, y, t in zip(losses, ref_losses, tols)))
 
     w0 = load_file(str(ref_grads / "weights-rank0.safetensors"))
-    a, b = _adapter(ref), _adapter(run)
+    measured["weights"] = assert_same_adapters(_adapter(ref), _adapter(run), w0, what=what)
+    return measured
+
+
+def assert_same_adapters(a: dict[str, Any], b: dict[str, Any], w0: dict[str, Any], *, what: str) -> float:
+    """Adapters `b` and `a`, trained from the same initial weights `w0`, differ by at most ADAM_WEIGHT_RTOL of
+    the update ‖a − w0‖ (AdamW amplifies rounding differences: never compare its weights bitwise). Returns the
+    measured ratio / tolerance."""
     assert a.keys() == b.keys() == w0.keys(), f"{what}: the adapters hold other tensors"
     names = sorted(a)
     delta = np.concatenate([as_array(b[k] - a[k]).ravel() for k in names])
@@ -383,8 +390,7 @@ def assert_same_steps(ref: Path, ref_grads: Path, run: Path, grads: Path, *, wha
         f"{what}: adapters differ by {ratio:.3g} of the update ‖W − W0‖ (tolerance {ADAM_WEIGHT_RTOL}); "
         f"largest in {worst_name}: max |Δ| {float((b[worst_name] - a[worst_name]).abs().max()):.3g}"
     )
-    measured["weights"] = ratio / ADAM_WEIGHT_RTOL
-    return measured
+    return ratio / ADAM_WEIGHT_RTOL
 
 
 if __name__ == "__main__":

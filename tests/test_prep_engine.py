@@ -353,49 +353,18 @@ def test_values_the_models_do_not_accept_stop_the_run_before_any_work(tmp_path):
     assert not (out / ".cache" / "stages" / "ingest").exists() and not (out / "tracks.parquet").exists()
 
 
-def _noted(row, section, ctx):
-    """A stage that logs (a warning and a debug line) and titles its row; run by the executor's workers."""
-    import dataclasses
-    import logging
-
-    logging.getLogger("tunekit.prep").warning("worker note for %s from pid %d", row.source_path, os.getpid())
-    logging.getLogger("tunekit.prep").debug("below the level prep.log keeps")
-    return dataclasses.replace(row, title="noted")
-
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_what_a_stage_logs_in_a_worker_reaches_the_driver_once(tmp_path, workers):
     """Worker processes have no prep.log: the records a stage logs travel back with its outcomes and the driver
     logs them, once each, whether the stage ran in this process (workers=1) or in the pool."""
-    import logging
+    from test_prep_helpers import run_noted_stage
 
-    from tunekit.prep.config import PrepConfig
-    from tunekit.prep.engine import Engine
     from tunekit.prep.executors import LocalExecutor, SerialExecutor
-    from tunekit.prep.registry import StageSpec
-    from tunekit.prep.rows import StageContext, TrackRow
 
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = logging.getLogger("tunekit.prep")
-    logger.addHandler(handler)
-    before = logger.level
-    logger.setLevel(logging.INFO)
     executor = SerialExecutor() if workers == 1 else LocalExecutor(workers, max_chunk=1)
     try:
-        ctx = StageContext(str(tmp_path), str(tmp_path), str(tmp_path / ".cache"))
-        registry = {"noted": StageSpec("noted", "test_prep_engine:_noted", ("window",), cache=False)}
-        rows = Engine(PrepConfig(), ctx, lambda: executor, registry=registry).run(
-            [TrackRow(f"t{i}", f"t{i}.wav") for i in range(4)], ["noted"])
+        pids = run_noted_stage(executor, tmp_path)
     finally:
         executor.close()
-        logger.removeHandler(handler)
-        logger.setLevel(before)
-    assert [r.title for r in rows] == ["noted"] * 4
-    notes = sorted(r.getMessage() for r in records if "worker note" in r.getMessage())
-    assert [n.split(" from ")[0] for n in notes] == [f"worker note for t{i}.wav" for i in range(4)], notes
-    pids = {int(n.rsplit(" ", 1)[1]) for n in notes}
     assert (pids == {os.getpid()}) if workers == 1 else (os.getpid() not in pids), pids
-    assert all(r.levelno == logging.WARNING for r in records if "worker note" in r.getMessage())
-    assert not [r for r in records if "below the level" in r.getMessage()]

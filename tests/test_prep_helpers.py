@@ -82,6 +82,51 @@ def prep_config(corpus: Path, out: Path, **overrides):
     return cfg
 
 
+
+def noted_stage(row, section, ctx):
+    """A stage that logs a warning (naming its row and process) and a debug line, and titles its row."""
+    import dataclasses
+    import logging
+    import os
+
+    logging.getLogger("tunekit.prep").warning("worker note for %s from pid %d", row.source_path, os.getpid())
+    logging.getLogger("tunekit.prep").debug("below the level prep.log keeps")
+    return dataclasses.replace(row, title="noted")
+
+
+def run_noted_stage(executor, tmp_path: Path) -> set[int]:
+    """Run `noted_stage` over four rows on `executor` through the engine, with the driver's logger at INFO as in
+    `tunekit prep`; check that each row's warning reached the driver once and the debug line did not. Returns the
+    ids of the processes that ran the stage."""
+    import logging
+
+    from tunekit.prep.config import PrepConfig
+    from tunekit.prep.engine import Engine
+    from tunekit.prep.registry import StageSpec
+    from tunekit.prep.rows import StageContext, TrackRow
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("tunekit.prep")
+    before = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        ctx = StageContext(str(tmp_path), str(tmp_path), str(tmp_path / ".cache"))
+        registry = {"noted": StageSpec("noted", "test_prep_helpers:noted_stage", ("window",), cache=False)}
+        rows = Engine(PrepConfig(), ctx, lambda: executor, registry=registry).run(
+            [TrackRow(f"t{i}", f"t{i}.wav") for i in range(4)], ["noted"])
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(before)
+    assert [r.title for r in rows] == ["noted"] * 4
+    notes = sorted(r.getMessage() for r in records if "worker note" in r.getMessage())
+    assert [n.split(" from ")[0] for n in notes] == [f"worker note for t{i}.wav" for i in range(4)], notes
+    assert all(r.levelno == logging.WARNING for r in records if "worker note" in r.getMessage())
+    assert not [r for r in records if "below the level" in r.getMessage()]
+    return {int(n.rsplit(" ", 1)[1]) for n in notes}
+
 def test_music_is_broadband_and_seeded():
     a, b = music(2.0, seed=1), music(2.0, seed=1)
     assert np.array_equal(a, b)

@@ -218,30 +218,9 @@ def _where(x: int) -> tuple[int, int, dict[str, str | None]]:
 def test_what_a_stage_logs_on_a_ray_worker_reaches_the_driver_once(executor, tmp_path):
     """The records a stage logs on a Ray worker travel back with its outcomes; the driver logs each once (so they
     reach prep.log), at their level, and nothing below INFO."""
-    import logging
+    from test_prep_helpers import run_noted_stage
 
-    from tunekit.prep.config import PrepConfig
-    from tunekit.prep.engine import Engine
-    from tunekit.prep.registry import StageSpec
-    from tunekit.prep.rows import StageContext, TrackRow
-
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = logging.getLogger("tunekit.prep")
-    logger.addHandler(handler)
-    try:
-        ctx = StageContext(str(tmp_path), str(tmp_path), str(tmp_path / ".cache"))
-        registry = {"noted": StageSpec("noted", "test_prep_engine:_noted", ("window",), cache=False)}
-        rows = Engine(PrepConfig(), ctx, lambda: executor, registry=registry).run(
-            [TrackRow(f"t{i}", f"t{i}.wav") for i in range(4)], ["noted"])
-    finally:
-        logger.removeHandler(handler)
-    assert [r.title for r in rows] == ["noted"] * 4
-    notes = sorted(r.getMessage() for r in records if "worker note" in r.getMessage())
-    assert [n.split(" from ")[0] for n in notes] == [f"worker note for t{i}.wav" for i in range(4)], notes
-    assert os.getpid() not in {int(n.rsplit(" ", 1)[1]) for n in notes}
-    assert not [r for r in records if "below the level" in r.getMessage()]
+    assert os.getpid() not in run_noted_stage(executor, tmp_path)
 
 
 @needs_ray

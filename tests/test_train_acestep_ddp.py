@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _acestep_fixtures import acestep_cfg, make_latent_dataset, torchrun_acestep
-from _numerics import as_array, assert_close, assert_close_in_norm, norm_ratio, reorder_rtol
-from _train_fixtures import ADAM_WEIGHT_RTOL, capture_first_step_gradients, loss_tolerances
+from _numerics import assert_close, assert_close_in_norm, norm_ratio, reorder_rtol
+from _train_fixtures import assert_same_adapters, capture_first_step_gradients, loss_tolerances
 from safetensors.torch import load_file
 
 from tunekit.data.tokens import StepBatches
@@ -90,14 +90,7 @@ def _same_steps(ref: Path, run: Path, w0: dict, bounds: dict, what: str, first: 
                            betas=(0.9, 0.999))
     assert_close([r["loss"] for r in rows][first - 1:], [r["loss"] for r in ref_rows][first - 1:],
                  atol=np.array(tols[first - 1:]), what=f"{what}: losses by step")
-    a, b = _adapter(ref), _adapter(run)
-    assert a.keys() == b.keys() == w0.keys(), f"{what}: the adapters hold other tensors"
-    names = sorted(a)
-    delta = np.concatenate([as_array(b[k] - a[k]).ravel() for k in names])
-    update = np.concatenate([as_array(a[k] - w0[k]).ravel() for k in names])
-    ratio = float(np.linalg.norm(delta) / np.linalg.norm(update))
-    assert ratio <= ADAM_WEIGHT_RTOL, f"{what}: adapters differ by {ratio:.3g} of the update (tolerance " \
-                                      f"{ADAM_WEIGHT_RTOL})"
+    assert_same_adapters(_adapter(ref), _adapter(run), w0, what=what)
 
 
 def test_step_one_gradient_of_each_rank_is_the_one_process_gradient(runs):
