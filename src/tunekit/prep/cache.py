@@ -89,12 +89,12 @@ class StageCache:
         Only safe while no other run writes to this cache (the caller holds the output's lock and
         the cache is the output's own)."""
         removed = 0
-        for sub in ("stages", "hashes"):
+        for sub in ("stages", "hashes", "sources"):  # sources: a dataset's row audio and links (prep.hf_source)
             base = self.root / sub
             if not base.is_dir():
                 continue
             for p in base.rglob(".*.tmp*"):
-                if p.is_file():
+                if p.is_file() or p.is_symlink():
                     p.unlink(missing_ok=True)
                     removed += 1
         return removed

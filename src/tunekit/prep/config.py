@@ -178,6 +178,52 @@ class SplitConfig:
         return out
 
 
+SOURCE_KINDS = ("auto", "files", "dataset")
+
+
+@dataclass
+class SourceColumns:
+    """Which dataset column holds each field (`corpus=` a Hugging Face dataset); null: detected by name,
+    "": not read. Detection matches names case-insensitively (data/README.md, "Hugging Face datasets")."""
+
+    audio: str | None = None  # audio (an Audio feature, bytes or a path); null: the Audio column, else audio/file/path
+    id: str | None = None  # the row's own id, recorded as hf_row_id; null: id/row_id/uid/_id/window_id
+    license: str | None = None  # licence (SPDX id, CC URL or title); null: license/licence/license_url/license_title
+    attribution: str | None = None  # credit text the licensor asked for; null: attribution/credit/credits
+    artist: str | None = None  # artist; null: artist/artist_name/artists/author/creator/username
+    title: str | None = None  # title; null: title/track_title/song/name
+    source: str | None = None  # where the track was obtained; null: source (else the rows say hf:<dataset id>)
+    source_id: str | None = None  # the track's id at its source; null: source_id/original_id/track_id
+    url: str | None = None  # the track's page; null: url/link/page/source_url/track_url
+    lyrics: str | None = None  # lyrics for ACE-Step (plain or LRC); null: lyrics/lyric/lrc
+    language: str | None = None  # language of the lyrics; null: language/lang
+    genre: str | None = None  # genre; null: genre
+    instrumental: str | None = None  # true/false: the track has no vocals; null: instrumental/is_instrumental
+    split: str | None = None  # the row's split, recorded as hf_split (else the split of its file); null: split
+
+
+@dataclass
+class SourceConfig:
+    """How `corpus=` is read: a folder of audio files, or a Hugging Face dataset (a local Parquet or
+    `save_to_disk` folder, or `hf://org/name[@revision]`) whose rows become tracks."""
+
+    kind: str = "auto"  # auto: a dataset when the folder holds Parquet or save_to_disk files | files | dataset
+    columns: SourceColumns = field(default_factory=SourceColumns)  # the dataset's columns for each field
+    splits: list[str] | None = None  # dataset splits to read; null: every split
+    license_from_card: bool = False  # rows without a licence take the dataset card's `license` (license_source hf_card)
+
+    def problems(self, key: str) -> list[str]:
+        """Invalid values, each naming its key."""
+        out = []
+        if self.kind not in SOURCE_KINDS:
+            out.append(f"{key}.kind={self.kind!r} is unknown; choose one of {', '.join(SOURCE_KINDS)}")
+        if self.columns.audio == "":
+            out.append(f"{key}.columns.audio is empty; name the audio column, or null to detect it")
+        if self.splits is not None and not [s for s in self.splits if str(s).strip()]:
+            out.append(f"{key}.splits is empty; list the splits to read, or null for every split")
+        return out
+
+
 EXECUTORS = ("local", "ray")
 RAY_INSTALL = "pip install 'tunekit[ray]'"
 
@@ -283,7 +329,7 @@ def ray_device_problems(cfg: Any) -> list[str]:
 class PrepConfig:
     """`tunekit prep corpus=<dir> out=<dir>`: turn a folder of music into a training-ready dataset."""
 
-    corpus: str | None = MISSING  # folder of audio files (searched recursively) with optional sidecars/metadata.csv
+    corpus: str | None = MISSING  # audio folder (+ sidecars/metadata.csv), HF dataset folder or hf://org/name[@rev]
     out: str | None = MISSING  # dataset folder: tracks.parquet, windows.parquet, audio/, summary.json
     pipeline_name: str = "musicgen"  # name of the pipeline (set by the pipeline file)
     stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))  # the pipeline's stages, in order
@@ -296,6 +342,7 @@ class PrepConfig:
     license_prefer: str = "strict"  # sidecar vs metadata.csv licence: strict (policy must admit both) | sidecar | csv
     max_failed_fraction: float = 0.5  # a stage raising for all its rows, or more than this share, fails the run
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # where stages run: local processes or Ray
+    source: SourceConfig = field(default_factory=SourceConfig)  # how corpus is read: audio files or a HF dataset
     models: ModelsConfig = field(default_factory=ModelsConfig)  # which weights the model stages load
     ingest: IngestConfig = field(default_factory=IngestConfig)  # scanning, hashing, duplicates
     decode: DecodeConfig = field(default_factory=DecodeConfig)  # working format

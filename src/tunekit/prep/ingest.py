@@ -36,9 +36,10 @@ def track_id_for(source_path: str) -> str:
 class ScanReport:
     """What the scan found besides audio files."""
 
-    audio_files: int = 0  # files with an audio extension
+    audio_files: int = 0  # files with an audio extension (a dataset: rows with audio)
     other_files: int = 0  # files ignored (sidecars, images, …)
     metadata_problems: list[str] = dataclasses.field(default_factory=list)  # corpus-level metadata problems
+    root: str | None = None  # the folder `source_path` is relative to when not the corpus (a dataset's rows)
 
 
 def iter_audio_files(corpus: Path, cfg: IngestConfig, exclude: Iterable[Path] = ()) -> tuple[list[Path], int]:

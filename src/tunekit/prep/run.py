@@ -47,9 +47,16 @@ def _writable_dir(path: Path, key: str) -> str | None:
 
 def path_problems(cfg: PrepConfig) -> list[str]:
     """Problems with corpus, out and cache_dir (missing, not a folder, not writable)."""
+    from tunekit.prep.hf_source import is_hub_spec, parse_hub_spec
+
     out: list[str] = []
     if not cfg.corpus or cfg.corpus == MISSING:
         out.append("missing value for 'corpus' (set it with corpus=<folder of audio files>)")
+    elif is_hub_spec(cfg.corpus):
+        try:
+            parse_hub_spec(cfg.corpus)
+        except ConfigError as exc:
+            out.append(str(exc))
     else:
         corpus = Path(cfg.corpus).expanduser()
         if not corpus.exists():
@@ -163,6 +170,7 @@ def run_prep(cfg: Any) -> int:
     _one_math_thread_per_process()  # before anything imports numpy
     from tunekit.prep.engine import Engine
     from tunekit.prep.executors import make_executor
+    from tunekit.prep.hf_source import open_dataset, resolve_corpus, scan_dataset
     from tunekit.prep.ingest import scan_corpus
     from tunekit.prep.outputs import (
         build_summary,
@@ -179,13 +187,17 @@ def run_prep(cfg: Any) -> int:
     problems = PrepConfig.problems(pc) + path_problems(pc)
     if problems:
         raise ConfigErrors(problems)
-    corpus = Path(pc.corpus or "").expanduser().resolve()
+    corpus = resolve_corpus(pc.corpus or "")  # hf://org/name: the dataset's snapshot in the Hugging Face cache
     out = Path(pc.out or "").expanduser().resolve()
     cache_dir = Path(pc.cache_dir).expanduser().resolve() if pc.cache_dir else out / ".cache"
-    rows, scan = scan_corpus(corpus, pc.ingest, exclude=[out, cache_dir])
-    if not rows:
+    # A dataset's rows are read (and their audio written into the cache) once `out` is locked and claimed.
+    dataset = open_dataset(corpus, pc.source, exclude=[out, cache_dir])
+    rows, scan = ([], None) if dataset else scan_corpus(corpus, pc.ingest, exclude=[out, cache_dir])
+    if not rows and dataset is None:
         exts = ", ".join(pc.ingest.extensions)
         raise ConfigError(f"corpus={corpus} contains no audio files ({exts}); check the folder", key="corpus")
+    if dataset is not None and not dataset.rows:
+        raise ConfigError(f"corpus={corpus}: the dataset has no rows in {', '.join(dataset.shards)}", key="corpus")
     manifest = manifest_for(pc, corpus)
     with _locked(out):
         check_manifest(out, manifest, pc.overwrite)
@@ -197,6 +209,11 @@ def run_prep(cfg: Any) -> int:
         plain = pc.quiet or not sys.stdout.isatty()
         handlers = _setup_logging(out, plain)
         try:
+            console = _console()
+            reporter = LogReporter() if plain else RichReporter(console)
+            if dataset is not None:
+                with reporter:
+                    rows, scan = scan_dataset(dataset, cache_dir, reporter)
             log.info("tunekit prep: %d audio files in %s -> %s; stages %s", len(rows), corpus, out, list(pc.stages))
             for problem in scan.metadata_problems:
                 log.warning("metadata: %s", problem)
@@ -207,17 +224,16 @@ def run_prep(cfg: Any) -> int:
                 if swept:
                     log.info("removed %d unfinished cache writes of an interrupted run", swept)
             ctx = StageContext(
-                corpus_dir=str(corpus),
+                corpus_dir=scan.root or str(corpus),
                 out_dir=str(out),
                 cache_dir=str(cache_dir),
                 work_rate=pc.decode.sample_rate,
                 work_channels=pc.decode.channels,
                 models=pc.models,
             )
-            console = _console()
-            reporter = LogReporter() if plain else RichReporter(console)
             preload = worker_preload(pc.stages)
-            shared = shared_paths(pc, corpus, out, cache_dir, rows) if pc.executor.name == "ray" else []
+            shared = (shared_paths(pc, Path(ctx.corpus_dir), out, cache_dir, rows, corpus if dataset else None)
+                      if pc.executor.name == "ray" else [])
             model_groups = model_stages(pc.stages)
             engine = Engine(
                 pc, ctx, lambda: make_executor(pc.workers, preload, pc.executor, shared, model_groups), reporter
@@ -310,9 +326,11 @@ def model_stages(stages: list[str]) -> list[str]:
     return [s for s in stages if s in STAGES and STAGES[s].model_digest]
 
 
-def shared_paths(cfg: PrepConfig, corpus: Path, out: Path, cache_dir: Path, rows: list[Any]) -> list[Any]:
+def shared_paths(cfg: PrepConfig, corpus: Path, out: Path, cache_dir: Path, rows: list[Any],
+                 dataset: Path | None = None) -> list[Any]:
     """The folders every Ray node must see at the same path: corpus, out, the stage cache and the model caches
-    (tunekit's, where tiny models are built, and the Hugging Face cache real checkpoints are downloaded to)."""
+    (tunekit's, where tiny models are built, and the Hugging Face cache real checkpoints are downloaded to); for a
+    dataset source also the dataset's folder, where the rows that name their audio by path link to."""
     from tunekit.paths import cache_dir as tunekit_cache
     from tunekit.prep.ray_executor import SharedPath
 
@@ -323,6 +341,8 @@ def shared_paths(cfg: PrepConfig, corpus: Path, out: Path, cache_dir: Path, rows
         SharedPath("cache_dir", str(cache_dir)),
         SharedPath("models.cache_dir", str(Path(cfg.models.cache_dir or tunekit_cache()).expanduser().resolve())),
     ]
+    if dataset is not None:
+        found.insert(1, SharedPath("corpus", str(dataset)))
     if not cfg.models.tiny:
         from huggingface_hub import constants
 
