@@ -177,6 +177,32 @@ def test_a_split_with_zero_fraction_stays_empty_and_two_tracks_get_no_guarantee(
     assert [r.split for r in two] == ["train", "train"]
 
 
+
+def test_a_datasets_own_held_out_splits_are_kept():
+    """Rows of a dataset's validation/test splits stay held out (never trained on); other split names are bucketed;
+    a dataset with a train split only, or split.keep_source=false, is bucketed like files."""
+    from tunekit.prep.split import assign_splits
+
+    ctx = StageContext("/c", "/o", "/o/.cache")
+    names = ["train"] * 20 + ["validation", "dev", "test", "TEST"] + ["unlabeled"] * 40
+    rows = _kept(len(names))
+    for row, name in zip(rows, names):
+        row.extra["hf_split"] = name
+    out = assign_splits(rows, SplitConfig(), ctx)
+    assert [r.split for r in out[:24]] == ["train"] * 20 + ["valid", "valid", "test", "test"]
+    assert all(w.split == r.split for r in out for w in r.windows)
+    bucketed = assign_splits(rows[24:], SplitConfig(), ctx)  # no held-out rows: the usual split, guarantees too
+    assert [r.split for r in out[24:]] == [r.split for r in bucketed]
+    assert {"train", "valid", "test"} <= {r.split for r in bucketed}
+    ignored = assign_splits(rows, SplitConfig(keep_source=False), ctx)
+    plain = assign_splits(_kept(len(names)), SplitConfig(), ctx)
+    assert [r.split for r in ignored] == [r.split for r in plain]
+    only_train = _kept(30)
+    for row in only_train:
+        row.extra["hf_split"] = "train"
+    assert [r.split for r in assign_splits(only_train, SplitConfig(), ctx)] == [
+        r.split for r in assign_splits(_kept(30), SplitConfig(), ctx)]
+
 # -- loudness meter ---------------------------------------------------------------------------------
 
 

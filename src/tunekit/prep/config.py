@@ -165,6 +165,7 @@ class SplitConfig:
     valid_fraction: float = 0.1  # share of tracks in the validation split
     test_fraction: float = 0.1  # share of tracks in the test split
     seed: int = 0  # salt of the hash that buckets tracks; change it to draw a different split
+    keep_source: bool = True  # a dataset corpus with held-out splits keeps them (validation/dev -> valid, test)
 
     def problems(self, key: str) -> list[str]:
         """Invalid values, each naming its key."""

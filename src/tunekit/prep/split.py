@@ -9,6 +9,10 @@ train track, one valid track (when `valid_fraction` > 0) and one test track (whe
 so a five-track corpus can be trained, validated and evaluated. A missing split takes the track whose
 bucket lies closest to its range, from a split that keeps at least one track. Every window takes its
 track's split, so no track is in two splits.
+
+A Hugging Face dataset that comes with held-out splits keeps them (`split.keep_source`): its rows of
+`validation`/`valid`/`dev` are valid, of `test` test, of `train` train, so nothing its authors held out is
+trained on; rows of any other split are bucketed. A dataset with only a train split is bucketed like files.
 """
 
 from __future__ import annotations
@@ -55,17 +59,30 @@ def split_by_bucket(buckets: dict[str, float], cfg: SplitConfig) -> dict[str, st
     return split
 
 
+SOURCE_SPLITS = {"train": "train", "training": "train", "validation": "valid", "valid": "valid", "val": "valid",
+                 "dev": "valid", "test": "test", "testing": "test"}  # a dataset's split names -> tunekit's
+
+
+def source_splits(rows: list[TrackRow], kept: list[int]) -> dict[int, str]:
+    """The kept rows' own splits (a dataset corpus's `hf_split`), when the source holds out valid or test rows."""
+    named = {i: SOURCE_SPLITS.get(str(rows[i].extra.get("hf_split") or "").lower()) for i in kept}
+    found = {i: s for i, s in named.items() if s is not None}
+    return found if any(s != "train" for s in found.values()) else {}
+
+
 def assign_splits(rows: list[TrackRow], cfg: SplitConfig, ctx: StageContext) -> list[TrackRow]:
     """Set `split` on every kept track and its windows (reduce function)."""
     rows = list(rows)
     kept = [i for i, r in enumerate(rows) if r.status == OK]
+    given = source_splits(rows, kept) if cfg.keep_source else {}
     # Keyed by source path so ties break the same way whatever the row order.
-    keys = {i: f"{rows[i].source_path}\0{i}" for i in kept}
-    buckets = {keys[i]: bucket(rows[i].content_hash or rows[i].track_id, cfg.seed) for i in kept}
-    split = split_by_bucket(buckets, cfg)
+    keys = {i: f"{rows[i].source_path}\0{i}" for i in kept if i not in given}
+    buckets = {keys[i]: bucket(rows[i].content_hash or rows[i].track_id, cfg.seed) for i in keys}
+    split = split_by_bucket(buckets, cfg) if not given else {
+        k: next(s for s, (lo, hi) in _ranges(cfg).items() if lo <= b < hi) for k, b in buckets.items()}
     for i in kept:
         row = rows[i]
-        s = split[keys[i]]
+        s = given[i] if i in given else split[keys[i]]
         windows = [dataclasses.replace(w, split=s, license=row.license) for w in row.windows]
         rows[i] = dataclasses.replace(row, split=s, windows=windows)
     return rows
