@@ -361,3 +361,19 @@ def test_report_screenshot(report, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+def test_many_sample_size_warnings_fold_into_one_line_that_opens_to_them():
+    from html import escape
+
+    from tunekit.eval.fad import rank_warning
+    from tunekit.eval.report import _warnings_html
+
+    sizes = [rank_warning(12, 32, f"set{i}") for i in range(5)]
+    other = "generated clips are 10 s long (median) and reference clips 30 s"
+    html = _warnings_html([other, *sizes])
+    assert html.count("<details") == 1 and "5 sample-size warnings" in html
+    assert html.count('<div class="warn">') == 1 and other in html
+    assert all(f"<li>{escape(w)}</li>" in html for w in sizes)
+    few = _warnings_html(sizes[:3])  # three or fewer stay lines of their own
+    assert "<details" not in few and few.count('<div class="warn">') == 3

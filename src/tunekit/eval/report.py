@@ -472,6 +472,24 @@ def outliers_section(sets: list[SetScores], embeddings: list[str], with_audio: i
     return "".join(out)
 
 
+SAMPLE_SIZE_MARKS = ("for a full-rank covariance", "FAD∞ needs at least")  # the sample-size warnings of eval.fad
+
+
+def _warnings_html(warnings: list[str]) -> str:
+    """Each warning on its own line, except the per-set, per-embedding sample-size warnings of FAD and FAD∞: when
+    there are more than three, one line says what they mean and opens to the list."""
+    sizes = [w for w in warnings if any(m in w for m in SAMPLE_SIZE_MARKS)]
+    other = [w for w in warnings if w not in sizes]
+    html = "".join(f'<div class="warn">{_e(w)}</div>' for w in (other if len(sizes) > 3 else warnings))
+    if len(sizes) > 3:
+        items = "".join(f"<li>{_e(w)}</li>" for w in sizes)
+        html += (f'<details class="warn"><summary>{len(sizes)} sample-size warnings: at these sizes FAD is biased '
+                 "upwards (fewer frames than embedding dimensions) and FAD∞ falls back to plain FAD; KAD and the "
+                 "paired verdicts do not need full-rank covariances. Evaluate more or longer clips (n_samples=, "
+                 f"duration=) to remove them.</summary><ul>{items}</ul></details>")
+    return html
+
+
 def render_report(
     metrics: dict[str, Any],
     sets: list[SetScores],
@@ -492,7 +510,7 @@ def render_report(
         for emb in embeddings:
             entry = metrics.get(n, {}).get(emb) or {}
             warnings += entry.get("warnings", []) + (entry.get("reconstruction") or {}).get("warnings", [])
-    warn_html = "".join(f'<div class="warn">{_e(w)}</div>' for w in dict.fromkeys(warnings))
+    warn_html = _warnings_html(list(dict.fromkeys(warnings)))
     policies = "".join(
         f"<tr><td class='l'>{_e(k)}</td><td class='l'>{_e(v.get('model_id'))}</td><td class='l small'>{_e(v.get('policy'))}</td></tr>"
         for k, v in metrics.get("embeddings", {}).items()
