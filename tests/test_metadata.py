@@ -146,7 +146,7 @@ def test_paths_must_stay_inside_the_root(tmp_path: Path) -> None:
 
 
 def test_table_errors(tmp_path: Path) -> None:
-    _write_csv(tmp_path / "metadata.csv", ["file_name", "license"], [["a.wav", "CC0-1.0"]])
+    _write_csv(tmp_path / "metadata.csv", ["name", "license"], [["a.wav", "CC0-1.0"]])
     with pytest.raises(ConfigError) as e:
         load_corpus_metadata(tmp_path)
     assert e.value.key == str(tmp_path / "metadata.csv") and "'path' column" in str(e.value)
@@ -158,6 +158,32 @@ def test_table_errors(tmp_path: Path) -> None:
     corpus = load_corpus_metadata(tmp_path, read_embedded_tags=False)
     assert corpus.table_path == tmp_path / "metadata.tsv"
     assert corpus.for_track(tmp_path / "a.wav").license_info.family == "cc0"
+
+
+def test_a_hugging_face_audiofolder_layout_is_read(tmp_path: Path) -> None:
+    """AudioFolder datasets name the file in `file_name`, in metadata.csv or metadata.jsonl (JSON values typed)."""
+    audio = _wav(tmp_path / "train" / "a.wav")
+    other = _wav(tmp_path / "train" / "b.wav")
+    lines = [json.dumps({"file_name": "train/a.wav", "license": "CC-BY-4.0", "artist": "Ana", "tags": ["lofi", "jazz"],
+                         "instrumental": True, "bpm": 90}),
+             "",
+             "not json",
+             json.dumps(["train/b.wav"]),
+             json.dumps({"file_name": "train/b.wav", "licence": "cc0"})]
+    (tmp_path / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    corpus = load_corpus_metadata(tmp_path, read_embedded_tags=False)
+    a, b = corpus.for_track(audio), corpus.for_track(other)
+    assert (a.license, a.artist, a.tags, a.instrumental, a.extra) == ("CC-BY-4.0", "Ana", ["lofi", "jazz"], True,
+                                                                     {"bpm": 90})
+    assert a.license_source == "csv" and b.license_info.family == "cc0"
+    assert corpus.problems == ["metadata.jsonl line 3: not JSON (Expecting value); row ignored",
+                               "metadata.jsonl line 4: not a JSON object; row ignored"]
+    (tmp_path / "metadata.jsonl").unlink()
+    _write_csv(tmp_path / "metadata.csv", ["file_name", "license"], [["train/a.wav", "CC0-1.0"]])
+    assert load_corpus_metadata(tmp_path, read_embedded_tags=False).for_track(audio).license == "CC0-1.0"
+    (tmp_path / "metadata.jsonl").write_text("{}\n")
+    with pytest.raises(ConfigError, match="metadata.csv and metadata.jsonl; keep one"):
+        load_corpus_metadata(tmp_path)
 
 
 FMA_HEADER = [

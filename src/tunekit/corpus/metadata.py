@@ -1,7 +1,8 @@
 """Per-track metadata from three sources: a sidecar JSON, the corpus's metadata.csv, embedded tags.
 
 Priority, field by field: sidecar `<audio name without extension>.json` next to the audio, then
-the row of `metadata.csv` / `metadata.tsv` at the corpus root whose `path` names the file, then
+the row of `metadata.csv` / `metadata.tsv` / `metadata.jsonl` at the corpus root whose `path` (or `file_name`, as
+in a Hugging Face AudioFolder dataset) names the file, then
 tags embedded in the file (ID3 / Vorbis comments, as soundfile exposes them). A licence that says
 nothing ("unknown", "n/a") does not hide another source's licence. When the sidecar and the table
 name different licences the sidecar's is used and the disagreement is kept in `license_conflict`
@@ -23,15 +24,15 @@ from typing import Any
 from tunekit.corpus.license import LicenseInfo, normalize_license
 from tunekit.errors import ConfigError
 
-METADATA_FILES = ("metadata.csv", "metadata.tsv")
+METADATA_FILES = ("metadata.csv", "metadata.tsv", "metadata.jsonl")
 TEXT_FIELDS = (
     "license", "artist", "title", "attribution", "source", "source_id", "url", "genre", "date_observed",
     "lyrics_file", "language",
 )
 FIELDS = TEXT_FIELDS + ("tags", "instrumental", "lyrics")
 # Column / key spellings accepted for the fields above.
-_ALIASES = {"licence": "license", "observed": "date_observed", "file": "path", "lang": "language",
-            "lyrics_path": "lyrics_file"}
+_ALIASES = {"licence": "license", "observed": "date_observed", "file": "path", "file_name": "path",
+            "lang": "language", "lyrics_path": "lyrics_file"}
 _TRUE = frozenset({"true", "yes", "y", "1", "t"})
 _FALSE = frozenset({"false", "no", "n", "0", "f"})
 _EMBEDDED = ("title", "artist", "license", "copyright", "genre", "date", "album", "comment")
@@ -147,6 +148,23 @@ def _parse_fields(raw: dict[str, Any], where: str, problems: list[str]) -> dict[
     if extra:
         out["extra"] = extra
     return out
+
+
+def _json_lines(f: Any, table: Path, problems: list[str]) -> Any:
+    """(line number, object) of each non-empty line of a JSON-lines table; a line that is not an object is
+    listed in `problems` and skipped."""
+    for line, text in enumerate(f, start=1):
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as exc:
+            problems.append(f"{table.name} line {line}: not JSON ({exc.msg}); row ignored")
+            continue
+        if not isinstance(row, dict):
+            problems.append(f"{table.name} line {line}: not a JSON object; row ignored")
+            continue
+        yield line, row
 
 
 def _relative_key(raw: str) -> str | None:
@@ -287,10 +305,11 @@ def _relative_to(path: Path, root: Path) -> str | None:
 
 
 def load_corpus_metadata(root: Path, read_embedded_tags: bool = True) -> CorpusMetadata:
-    """Read `metadata.csv` or `metadata.tsv` at the corpus root (if any) once.
+    """Read `metadata.csv`, `metadata.tsv` or `metadata.jsonl` (one JSON object a line, as Hugging Face's
+    AudioFolder reads it) at the corpus root (if any) once.
 
-    Raises ConfigError if both exist or the table has no `path` column. Rows whose path leaves
-    the root (`../x`, absolute) or repeats an earlier row are ignored and listed in `problems`.
+    Raises ConfigError if more than one exists or the table has no `path` (or `file_name`) column. Rows whose path
+    leaves the root (`../x`, absolute) or repeats an earlier row are ignored and listed in `problems`.
     """
     root = Path(root)
     found = [root / name for name in METADATA_FILES if (root / name).is_file()]
@@ -299,23 +318,28 @@ def load_corpus_metadata(root: Path, read_embedded_tags: bool = True) -> CorpusM
         return meta
     if len(found) > 1:
         raise ConfigError(
-            f"{root} has both metadata.csv and metadata.tsv; keep one of them", key=str(found[0])
+            f"{root} has {' and '.join(p.name for p in found)}; keep one of them", key=str(found[0])
         )
     table = found[0]
     meta.table_path = table
-    delimiter = "\t" if table.suffix == ".tsv" else ","
     with open(table, encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
-        columns = {_clean_key(c): c for c in (reader.fieldnames or []) if c is not None}
+        if table.suffix == ".jsonl":
+            rows = list(_json_lines(f, table, meta.problems))
+            names = list(dict.fromkeys(k for _, row in rows for k in row))
+        else:
+            reader = csv.DictReader(f, delimiter="\t" if table.suffix == ".tsv" else ",")
+            names = [c for c in (reader.fieldnames or []) if c is not None]
+            rows = list(enumerate(reader, start=2))
+        columns = {_clean_key(c): c for c in names}
         if "path" not in columns:
             raise ConfigError(
-                f"{table} has no 'path' column (columns: {', '.join(reader.fieldnames or []) or 'none'}); "
-                "add a 'path' column with each audio file's path relative to the corpus root",
+                f"{table} has no 'path' column (columns: {', '.join(names) or 'none'}); add a 'path' (or "
+                "'file_name') column with each audio file's path relative to the corpus root",
                 key=str(table),
             )
         path_column = columns["path"]
-        for line, row in enumerate(reader, start=2):
-            raw_path = (row.get(path_column) or "").strip()
+        for line, row in rows:
+            raw_path = str(row.get(path_column) or "").strip()
             where = f"{table.name} line {line}"
             if not raw_path:
                 meta.problems.append(f"{where}: empty path; row ignored")
