@@ -109,8 +109,24 @@ def _temporaries(out: Path) -> list[Path]:
     return [p for p in out.rglob(".*") if ".tmp" in p.name]
 
 
-def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path):
+def as_parquet_dataset(files: Path, root: Path) -> Path:
+    """The audio files of `files` (with their sidecar licences) as a Hugging Face dataset: one Parquet shard with
+    an Audio column of the files' bytes and a license column."""
+    from datasets import Audio, Dataset
+
+    rows = [{"audio": {"bytes": f.read_bytes(), "path": f.name},
+             "license": json.loads(f.with_suffix(".json").read_text())["license"], "title": f.stem}
+            for f in sorted(files.glob("*.wav"))]
+    (root / "data").mkdir(parents=True)
+    Dataset.from_list(rows).cast_column("audio", Audio()).to_parquet(str(root / "data" / "train-00000-of-00001.parquet"))
+    return root
+
+
+@pytest.mark.parametrize("source", ["files", "dataset"])
+def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path, source):
     corpus = make_corpus(tmp_path / "corpus", 5, 12.0, seed=200)
+    if source == "dataset":
+        corpus = as_parquet_dataset(corpus, tmp_path / "dataset")
     reference = tmp_path / "reference"
     run_prep(prep_config(corpus, reference))
 
