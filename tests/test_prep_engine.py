@@ -118,7 +118,8 @@ def as_parquet_dataset(files: Path, root: Path) -> Path:
              "license": json.loads(f.with_suffix(".json").read_text())["license"], "title": f.stem}
             for f in sorted(files.glob("*.wav"))]
     (root / "data").mkdir(parents=True)
-    Dataset.from_list(rows).cast_column("audio", Audio()).to_parquet(str(root / "data" / "train-00000-of-00001.parquet"))
+    shard = root / "data" / "train-00000-of-00001.parquet"
+    Dataset.from_list(rows).cast_column("audio", Audio()).to_parquet(str(shard))
     return root
 
 
