@@ -419,3 +419,37 @@ def test_on_ray_the_dataset_folder_is_checked_as_shared_storage(tmp_path: Path) 
     assert [(p.key, p.path) for p in found[:3]] == [
         ("corpus", str(tmp_path / "out/.cache/sources/ds-1")), ("corpus", str(tmp_path / "ds")),
         ("out", str(tmp_path / "out"))]
+
+
+def test_a_rescan_of_unchanged_shards_reads_no_audio_and_a_changed_shard_is_read_again(tmp_path: Path,
+                                                                                        monkeypatch) -> None:
+    """Each fully scanned shard leaves an index of its rows: a re-run with the shard, settings and files unchanged
+    gives the same rows without reading the shard; a shard rewritten, or a row's stored audio gone, is read again."""
+    import dataclasses
+
+    import tunekit.prep.hf_source as hf
+
+    root, _ = _mixed_dataset(tmp_path)
+    ds = open_dataset(root, SourceConfig())
+    first, _ = scan_dataset(ds, tmp_path / "cache")
+    read: list[Path] = []
+    real = hf._batches
+
+    def counting(path, fmt, columns):
+        read.append(path)
+        return real(path, fmt, columns)
+
+    monkeypatch.setattr(hf, "_batches", counting)
+    again, report = scan_dataset(open_dataset(root, SourceConfig()), tmp_path / "cache")
+    assert read == [] and [dataclasses.asdict(r) for r in again] == [dataclasses.asdict(r) for r in first]
+
+    kept = next(r for r in first if r.status == "ok")
+    (Path(report.root) / kept.source_path).resolve().unlink()  # its stored audio removed
+    assert [dataclasses.asdict(r) for r in scan_dataset(open_dataset(root, SourceConfig()), tmp_path / "cache")[0]] \
+        == [dataclasses.asdict(r) for r in first]
+    assert len(read) == 1 and (Path(report.root) / kept.source_path).exists()
+
+    shard = ds.shards["train"][0]
+    os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns + 10**9))  # the shard rewritten
+    scan_dataset(open_dataset(root, SourceConfig()), tmp_path / "cache")
+    assert len(read) == 2

@@ -720,6 +720,41 @@ class _Reader:
         return out, problems
 
 
+INDEX_VERSION = 1  # bump when the rows a shard gives change for the same shard and settings
+
+
+def _shard_key(ds: HfDataset, split: str, start: int, shard: Path) -> str:
+    """What a shard's rows depend on: the shard file (path, size, mtime), where its rows start in their split, the
+    column mapping and the dataset's provenance and licence settings."""
+    st = shard.stat()
+    parts = [INDEX_VERSION, str(shard.resolve()), st.st_size, st.st_mtime_ns, split, start, ds.columns, ds.audio_kind,
+             ds.dataset_id, ds.split_revision(split), ds.card_license, ds.license_from_card, str(ds.root)]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:24]
+
+
+def _indexed_rows(index_file: Path, root: Path) -> list[Any] | None:
+    """The TrackRows a shard gave when it was scanned, if its index exists and every kept row's file (the link and
+    what it points to) is still in place; None means scan it again."""
+    from tunekit.prep.rows import OK, TrackRow
+
+    try:
+        rows = [TrackRow(**d) for d in json.loads(index_file.read_text(encoding="utf-8"))]
+    except (OSError, ValueError, TypeError):
+        return None
+    if any(r.status == OK and not (root / r.source_path).exists() for r in rows):
+        return None
+    return rows
+
+
+def _write_index(index_file: Path, rows: list[Any]) -> None:
+    """Record a fully scanned shard's rows (atomically: a killed scan leaves no index and rescans the shard)."""
+    import dataclasses
+
+    from tunekit.atomic import write_json
+
+    write_json(index_file, [dataclasses.asdict(r) for r in rows])
+
+
 def scan_dataset(ds: HfDataset, cache_dir: Path, reporter: Any = None) -> tuple[list[Any], Any]:
     """One TrackRow per dataset row (split by split, in row order), each row's audio written into the cache.
 
@@ -739,12 +774,26 @@ def scan_dataset(ds: HfDataset, cache_dir: Path, reporter: Any = None) -> tuple[
     for split, shards in ds.shards.items():
         index = 0
         for shard in shards:
+            index_file = reader.root / ".index" / f"{_shard_key(ds, split, index, shard)}.json"
+            done = _indexed_rows(index_file, reader.root)
+            if done is not None:  # scanned before and unchanged, every file in place: no byte is read again
+                for row in done:
+                    rows.append(row)
+                    index += 1
+                    if row.status == OK:
+                        reader.counts.kept += 1
+                    else:
+                        reader.counts.rejected += 1
+                    reporter.advance("source", 0.0, "cached", row.status != OK)
+                continue
+            first = len(rows)
             for batch in _batches(shard, ds.format, wanted):
                 for row in reader.batch(batch, split, index, shard):
                     rows.append(row)
                     index += 1
                     reporter.advance("source", 0.0, "computed" if reader.wrote else "cached", row.status != OK)
                 del batch  # the next row group is read once this one's buffers are released
+            _write_index(index_file, rows[first:])
     stats = StageStats("source", rows=len(rows), computed=reader.counts.written, cached=reader.counts.kept,
                        rejected=reader.counts.rejected, wall_s=time.perf_counter() - t0)  # fmt: skip
     reporter.end_stage(stats)
