@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import gc
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,10 +31,7 @@ from tunekit.data.tokens import StepBatches
 from tunekit.errors import ConfigError, ConfigErrors
 from tunekit.loggers import build_logger
 from tunekit.train import checkpoint as ckpt
-from tunekit.train.engine import (
-    StepLog, TrainState, in_batches, load_trained_weights, run_summary, save_checkpoint, start, train_step, validate,
-    write_samples,
-)
+from tunekit.train.engine import TrainState, in_batches, load_trained_weights, run_steps, run_summary, start
 from tunekit.train.export import atomic_dir, copy_attribution, data_card, write_model_card
 from tunekit.train.flow import (
     TRAIN_STREAM, VALID_STREAM, TimestepSampler, draw_noise_and_times, drop_conditions, flow_loss_sum,
@@ -43,7 +39,6 @@ from tunekit.train.flow import (
 )
 from tunekit.train.lora import count_parameters, enable_checkpointing, param_groups, target_regex
 from tunekit.train.methods import build_method
-from tunekit.train.metrics import reset_step_rss
 from tunekit.train.optim import build_optimizer, warmup_steps
 from tunekit.train.preflight import (
     check_fits, dit_memory, human, memory_row, select_latent_rows, show_plan, warn_if_over,
@@ -290,23 +285,9 @@ def train_acestep(cfg: Any) -> int:
     state, family, data = setup(cfg)
     loader = train_loader(cfg, data, state)
     valid = EvalLatents(data.latents, data.valid_rows[: t.eval_windows], t.seed)
-    log = StepLog(state, epoch_windows=loader.dataset.buckets.per_epoch)
-    batches = iter(loader)
-    while state.step < t.max_steps:
-        started, cpu_started = time.perf_counter(), time.process_time()
-        reset_step_rss()
-        micro = [next(batches) for _ in range(t.grad_accum)]
-        data_s = time.perf_counter() - started
-        result = train_step(state, micro)
-        log.step(result, started, cpu_started, data_s)
-        done = state.step
-        if t.eval_every and (done % t.eval_every == 0 or done == t.max_steps):
-            valid_loss = validate(state, in_batches(valid, 1, collate_latents))  # one window each: never padded
-            write_samples(state)
-            log.validation(valid_loss)
-        if (t.save_every and done % t.save_every == 0) or done == t.max_steps:
-            save_checkpoint(state, result.loss)
-
+    # validation: one window per batch, never padded
+    run_steps(state, iter(loader), lambda: in_batches(valid, 1, collate_latents),
+              epoch_windows=loader.dataset.buckets.per_epoch)
     if state.main:
         _export(cfg, state, family, data)
         state.logger.finish()

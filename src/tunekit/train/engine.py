@@ -29,7 +29,7 @@ from tunekit.train import checkpoint as ckpt
 from tunekit.train.ema import EMA
 from tunekit.train.guard import NanGuard
 from tunekit.train.loss import loss_scale
-from tunekit.train.metrics import MetricsLog, StepTimer, host_rss_gib, peak_memory
+from tunekit.train.metrics import MetricsLog, StepTimer, host_rss_gib, peak_memory, reset_step_rss
 from tunekit.train.runtime import reduce_sum
 
 
@@ -326,6 +326,29 @@ def save_checkpoint(state: TrainState, last_loss: float | None) -> None:
 # ---- metrics ---------------------------------------------------------------------------------------------------
 
 
+def run_steps(state: TrainState, batches: Iterator[dict[str, Any]], validation: Callable[[], Iterable[dict[str, Any]]],
+              epoch_windows: int) -> None:
+    """The loop every family trains with, from `state.step` to trainer.max_steps: one optimiser step over
+    grad_accum micro-batches from `batches`, logged; every eval_every steps (and at the end) the validation loss
+    over `validation()` and the fixed-prompt samples; every save_every steps (and at the end) a checkpoint."""
+    t = state.trainer
+    log = StepLog(state, epoch_windows)
+    while state.step < t.max_steps:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        reset_step_rss()
+        micro = [next(batches) for _ in range(t.grad_accum)]
+        data_s = time.perf_counter() - started
+        result = train_step(state, micro)
+        log.step(result, started, cpu_started, data_s)
+        done = state.step
+        if t.eval_every and (done % t.eval_every == 0 or done == t.max_steps):
+            valid_loss = validate(state, validation())
+            write_samples(state)
+            log.validation(valid_loss)
+        if (t.save_every and done % t.save_every == 0) or done == t.max_steps:
+            save_checkpoint(state, result.loss)
+
+
 class StepLog:
     """Each step's row in metrics.jsonl, and every `log_every` steps the logger's averages and a console line;
     measured the same way for every family. Create it just before the first step (it starts the clocks)."""
@@ -350,7 +373,7 @@ class StepLog:
         row = {"step": done, "loss": result.loss, "lr": result.lr, "grad_norm": result.grad_norm,
                "tokens": result.tokens, "step_s": time.perf_counter() - started,
                "cpu_s": time.process_time() - cpu_started, "data_s": data_s, "rss_peak_gib": host_rss_gib()[1],
-               "epoch": done * state.global_batch / self.epoch_windows, "skipped": not result.applied,
+               "epoch": state.data_position / self.epoch_windows, "skipped": not result.applied,
                **state.guard.state()}
         if state.main:
             state.metrics.write(row)

@@ -13,7 +13,6 @@ The loop's shared parts are in tunekit.train.engine, the math in tunekit.train.{
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,7 @@ from tunekit.data.tokens import EvalWindows, MelodySource, StepBatches, TokenSet
 from tunekit.errors import ConfigError, ConfigErrors
 from tunekit.loggers import build_logger
 from tunekit.train import checkpoint as ckpt
-from tunekit.train.engine import (
-    StepLog, TrainState, in_batches, load_trained_weights, run_summary, save_checkpoint, start, train_step, validate,
-    write_samples,
-)
+from tunekit.train.engine import TrainState, in_batches, load_trained_weights, run_steps, run_summary, start
 from tunekit.train.export import atomic_dir, copy_attribution, data_card, write_model_card
 from tunekit.train.lm import MusicgenLM, drop_conditions, encode_text, is_melody
 from tunekit.train.loss import build_delayed, codebook_delays, masked_ce_sum
@@ -36,7 +32,6 @@ from tunekit.train.lora import (
     count_parameters, decoder_trained, enable_checkpointing, param_groups, set_decoder_dropout, target_regex,
 )
 from tunekit.train.methods import build_method
-from tunekit.train.metrics import reset_step_rss
 from tunekit.train.optim import build_optimizer
 from tunekit.train.preflight import ModelShape, crop_frames, print_plan, select_rows
 from tunekit.train.runtime import make_accelerator, prepare_run_dir, seed_everything
@@ -214,23 +209,7 @@ def train_musicgen(cfg: Any) -> int:
     state, family, data = setup(cfg)
     loader = train_loader(cfg, data, state)
     valid = EvalWindows(data.tokens, data.valid_rows[: t.eval_windows], data.crop, data.melody)
-    log = StepLog(state, epoch_windows=len(data.train_rows))
-    batches = iter(loader)
-    while state.step < t.max_steps:
-        started, cpu_started = time.perf_counter(), time.process_time()
-        reset_step_rss()
-        micro = [next(batches) for _ in range(t.grad_accum)]
-        data_s = time.perf_counter() - started
-        result = train_step(state, micro)
-        log.step(result, started, cpu_started, data_s)
-        done = state.step
-        if t.eval_every and (done % t.eval_every == 0 or done == t.max_steps):
-            valid_loss = validate(state, in_batches(valid, t.batch_size, collate))
-            write_samples(state)
-            log.validation(valid_loss)
-        if (t.save_every and done % t.save_every == 0) or done == t.max_steps:
-            save_checkpoint(state, result.loss)
-
+    run_steps(state, iter(loader), lambda: in_batches(valid, t.batch_size, collate), epoch_windows=len(data.train_rows))
     if state.main:
         _export(cfg, state, family, data)
         state.logger.finish()
