@@ -21,11 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from tunekit.data.windows import PreparedWindows
 from tunekit.errors import ConfigError
 
 LATENT_COLUMNS = ("latents_file", "latent_frames", "cond_length")
-WINDOW_COLUMNS = ("window_id", "track_id", "split")
-_OPTIONAL_COLUMNS = ("caption", "captions", "lyrics", "language", "license", "audio_path", "offset_s", "duration_s")
 MODEL_FILE = "model.safetensors"  # once per checkpoint beside the track files: null condition, silence latent
 _OPEN_FILES = 32  # track files kept open (memory-mapped) at once
 
@@ -70,56 +69,33 @@ def _rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, *[int(k) for k in key]])
 
 
-class LatentSet:
+class LatentSet(PreparedWindows):
     """The latent windows of one ACE-Step prep output, with their conditions, captions, lyrics and split."""
 
+    ENCODED = ("latents_file", "latent_frames")
+    REQUIRED = ("cond_length",)
+    OPTIONAL = ("caption", "captions", "lyrics", "language", "license", "audio_path", "offset_s", "duration_s")
+    INPUTS = "ACE-Step latents"
+    PIPELINE = "pipeline=acestep, ending in the latents stage"
+
     def __init__(self, root: str | Path, key: str = "data.path") -> None:
-        import pyarrow.parquet as pq
-
-        self.root = Path(root).expanduser()
-        self.key = key
-        windows = self.root / "windows.parquet"
-        if not self.root.is_dir():
-            raise _data_error(f"{key}={self.root} is not a folder; point it at the output of `tunekit prep`", key)
-        if not windows.is_file():
-            raise _data_error(f"{key}={self.root} has no windows.parquet; run `tunekit prep pipeline=acestep` "
-                              "first and pass its out= folder", key)
-        names = set(pq.read_schema(windows).names)
-        missing = [c for c in (*WINDOW_COLUMNS, *LATENT_COLUMNS) if c not in names]
-        if missing:
-            raise _data_error(f"{windows} has no ACE-Step latents (missing {', '.join(missing)}): run `tunekit prep "
-                              "pipeline=acestep` (its last stage is `latents`) into a new out=", key)
-        columns = [c for c in (*WINDOW_COLUMNS, *LATENT_COLUMNS, *_OPTIONAL_COLUMNS) if c in names]
-        table = pq.read_table(windows, columns=columns).to_pydict()
-        keep = [i for i, f in enumerate(table["latents_file"]) if f and (table["latent_frames"][i] or 0) > 0]
-        self.n_without_latents = len(table["window_id"]) - len(keep)
-        if not keep:
-            raise _data_error(f"{windows} has no encoded windows; run `tunekit prep pipeline=acestep` first", key)
-
-        def col(name: str) -> list[Any]:
-            return [table[name][i] for i in keep] if name in table else [None] * len(keep)
-
-        self.window_id = np.asarray(col("window_id"), dtype=object)
-        self.track_id = np.asarray(col("track_id"), dtype=object)
-        self.split = np.asarray([s or "" for s in col("split")], dtype=object)
-        self.latents_file = np.asarray(col("latents_file"), dtype=object)
-        self.frames = np.asarray(col("latent_frames"), dtype=np.int64)  # T per window
-        self.cond_length = np.asarray([n or 0 for n in col("cond_length")], dtype=np.int64)  # L per window
-        self.lyrics = [x or "" for x in col("lyrics")]
-        self.language = col("language")
-        self.license = col("license")
-        self.audio_path = col("audio_path")
-        self.offset_s = col("offset_s")
+        super().__init__(root, key)
+        self.latents_file = np.asarray(self.col("latents_file"), dtype=object)
+        self.frames = np.asarray(self.col("latent_frames"), dtype=np.int64)  # T per window
+        self.cond_length = np.asarray([n or 0 for n in self.col("cond_length")], dtype=np.int64)  # L per window
+        self.lyrics = [x or "" for x in self.col("lyrics")]
+        self.language = self.col("language")
         self.captions: list[str] = []
-        for many, one in zip(col("captions"), col("caption")):
+        for many, one in zip(self.col("captions"), self.col("caption")):
             variants = [c for c in (many or []) if isinstance(c, str)]
             self.captions.append(one or (variants[0] if variants else ""))
+        self.done_reading()
         folders = sorted({str(Path(f).parent) for f in self.latents_file})
         if len(folders) != 1:
-            raise _data_error(f"{windows} mixes latents of several checkpoints ({', '.join(folders)}); prepare with "
-                              "one `latents.model` (run `tunekit prep` into a fresh out=)", key)
+            raise self.error(f"{self.root}/windows.parquet mixes latents of several checkpoints ({', '.join(folders)});"
+                             " prepare with one `latents.model` (run `tunekit prep` into a fresh out=)")
         self.info, self.null_condition, self.silence_latent = self._model_file(self.root / folders[0] / MODEL_FILE)
-        self._check_splits()
+        self.check_splits()
         self._files: OrderedDict[str, Any] = OrderedDict()
 
     def _model_file(self, path: Path) -> tuple[LatentInfo, Any, Any]:
@@ -147,33 +123,11 @@ class LatentSet:
                               f"do not match hidden={info.hidden}, channels={info.channels}; re-run prep", self.key)
         return info, null, silence
 
-    def _check_splits(self) -> None:
-        """Splits are per track: a track must never appear in two splits (leakage into validation)."""
-        by_track: dict[str, set[str]] = {}
-        for t, s in zip(self.track_id, self.split):
-            by_track.setdefault(t, set()).add(s)
-        leaked = sorted(t for t, s in by_track.items() if len(s) > 1)
-        if leaked:
-            raise _data_error(f"{self.root}/windows.parquet puts windows of one track in several splits "
-                              f"({', '.join(leaked[:3])}); splits must be per track: re-run `tunekit prep`", self.key)
-
-    def __len__(self) -> int:
-        return len(self.window_id)
-
     def __getstate__(self) -> dict[str, Any]:
         """Pickle without the open files (DataLoader workers reopen them lazily)."""
         state = dict(self.__dict__)
         state["_files"] = OrderedDict()
         return state
-
-    def indices(self, split: str) -> np.ndarray:
-        """Row indices of the windows in `split`, in window_id order (a stable order for seeding)."""
-        rows = np.flatnonzero(self.split == split)
-        return rows[np.argsort(self.window_id[rows], kind="stable")]
-
-    def tracks(self, split: str) -> set[str]:
-        """The track ids in `split`."""
-        return set(self.track_id[self.split == split])
 
     def shape(self, row: int) -> tuple[int, int]:
         """(T, L) of window `row`: windows batch together only when these are equal."""

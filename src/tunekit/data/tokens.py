@@ -18,6 +18,7 @@ import numpy as np
 
 from tunekit.audio.channels import to_mono
 from tunekit.audio.resample import resample
+from tunekit.data.windows import PreparedWindows
 from tunekit.errors import ConfigError
 
 TOKEN_COLUMNS = (
@@ -29,8 +30,6 @@ TOKEN_COLUMNS = (
     "tokens_frame_rate",
     "tokens_streams",
 )
-WINDOW_COLUMNS = ("window_id", "track_id", "split")
-_OPTIONAL_COLUMNS = ("caption", "captions", "audio_path", "offset_s", "duration_s", "license")
 
 
 @dataclass(frozen=True)
@@ -61,121 +60,51 @@ def _data_error(message: str) -> ConfigError:
     return ConfigError(message, key="data.path")
 
 
-class TokenSet:
+class TokenSet(PreparedWindows):
     """The tokenised windows of one prep output, with their captions and track-level split."""
 
+    ENCODED = ("tokens_path", "tokens_frames")
+    REQUIRED = TOKEN_COLUMNS
+    OPTIONAL = ("caption", "captions", "audio_path", "offset_s", "duration_s", "license")
+    INPUTS = "tokenised windows"
+    PIPELINE = "pipeline=musicgen, ending in the tokens stage"
+
     def __init__(self, root: str | Path, key: str = "data.path") -> None:
-        import pyarrow.parquet as pq
-
-        self.root = Path(root).expanduser()
-        self.key = key
-        windows = self.root / "windows.parquet"
-        if not self.root.is_dir():
-            raise ConfigError(f"{key}={self.root} is not a folder; point it at the output of `tunekit prep`", key=key)
-        if not windows.is_file():
-            raise ConfigError(
-                f"{key}={self.root} has no windows.parquet; run `tunekit prep` first and pass its out= folder",
-                key=key,
-            )
-        names = set(pq.read_schema(windows).names)
-        missing = [c for c in WINDOW_COLUMNS if c not in names]
-        if missing:
-            raise ConfigError(f"{windows} lacks the columns {missing}; re-run `tunekit prep` into a new out=", key=key)
-        missing_tokens = [c for c in TOKEN_COLUMNS if c not in names]
-        if missing_tokens:
-            raise ConfigError(
-                f"{windows} has no tokens (missing {', '.join(missing_tokens)}): run `tunekit prep` with a pipeline "
-                "that ends in the tokens stage (e.g. pipeline=musicgen) first",
-                key=key,
-            )
-        if "captions" not in names and "caption" not in names:
-            raise ConfigError(
-                f"{windows} has no caption/captions column: run `tunekit prep` with the captions stage first", key=key
-            )
-        columns = [c for c in (*WINDOW_COLUMNS, *TOKEN_COLUMNS, *_OPTIONAL_COLUMNS) if c in names]
-        table = pq.read_table(windows, columns=columns).to_pydict()
-        keep = [i for i, p in enumerate(table["tokens_path"]) if p and (table["tokens_frames"][i] or 0) > 0]
-        self.n_without_tokens = len(table["window_id"]) - len(keep)
-        if not keep:
-            raise ConfigError(f"{windows} has no tokenised windows; run `tunekit prep` (tokens stage) first", key=key)
-
-        def col(name: str) -> list[Any]:
-            return [table[name][i] for i in keep] if name in table else [None] * len(keep)
-
-        self.window_id = np.asarray(col("window_id"), dtype=object)
-        self.track_id = np.asarray(col("track_id"), dtype=object)
-        self.split = np.asarray([s or "" for s in col("split")], dtype=object)
-        self.tokens_path = np.asarray(col("tokens_path"), dtype=object)
-        self.offset = np.asarray(col("tokens_offset"), dtype=np.int64)
-        self.frames = np.asarray(col("tokens_frames"), dtype=np.int64)
-        self.audio_path = col("audio_path")
-        self.offset_s = col("offset_s")
-        self.license = col("license")
-        captions = col("captions")
-        caption = col("caption")
+        super().__init__(root, key)
+        self.tokens_path = np.asarray(self.col("tokens_path"), dtype=object)
+        self.offset = np.asarray(self.col("tokens_offset"), dtype=np.int64)
+        self.frames = np.asarray(self.col("tokens_frames"), dtype=np.int64)
         self.captions: list[list[str]] = []
-        for many, one in zip(captions, caption):
+        for many, one in zip(self.col("captions"), self.col("caption")):
             variants = [c for c in (many or []) if isinstance(c, str)]
             self.captions.append(variants or [one or ""])
-        self.info = self._token_info([table[c][i] for i in keep] for c in TOKEN_COLUMNS[3:])
-        self._check_splits()
+        self.info = self._token_info(self.col(c) for c in TOKEN_COLUMNS[3:])
+        self.done_reading()
+        self.check_splits()
         self._maps: dict[str, np.ndarray] = {}
+
+    def _check_columns(self, windows: Path, names: set[str]) -> None:
+        if "captions" not in names and "caption" not in names:
+            raise self.error(f"{windows} has no caption/captions column: run `tunekit prep` with the captions stage "
+                             "first")
 
     def _token_info(self, cols: Any) -> TokenInfo:
         codec, codec_hash, rate, streams = cols
         combos = {(c, h, float(r), int(s)) for c, h, r, s in zip(codec, codec_hash, rate, streams)}
         if len(combos) != 1:
             listed = "; ".join(f"{c} ({s} streams, {r} Hz)" for c, _, r, s in sorted(combos, key=str))
-            raise _data_error(
+            raise self.error(
                 f"{self.root}/windows.parquet mixes tokens from several codecs ({listed}); re-tokenise everything "
                 "with one codec (run `tunekit prep` into a fresh out=)"
             )
         c, h, r, s = combos.pop()
         return TokenInfo(codec=str(c), codec_hash=str(h), frame_rate=r, n_streams=s)
 
-    def _check_splits(self) -> None:
-        """Splits are per track: a track must never appear in two splits (leakage into validation)."""
-        by_track: dict[str, set[str]] = {}
-        for t, s in zip(self.track_id, self.split):
-            by_track.setdefault(t, set()).add(s)
-        leaked = sorted(t for t, s in by_track.items() if len(s) > 1)
-        if leaked:
-            raise _data_error(
-                f"{self.root}/windows.parquet puts windows of one track in several splits ({', '.join(leaked[:3])}"
-                f"{'…' if len(leaked) > 3 else ''}); splits must be per track: re-run `tunekit prep`"
-            )
-        tracks = self.root / "tracks.parquet"
-        if tracks.is_file():
-            import pyarrow.parquet as pq
-
-            names = set(pq.read_schema(tracks).names)
-            if {"track_id", "split"} <= names:
-                t = pq.read_table(tracks, columns=["track_id", "split"]).to_pydict()
-                track_split = dict(zip(t["track_id"], t["split"]))
-                wrong = sorted(tid for tid, s in by_track.items() if tid in track_split and track_split[tid] not in s)
-                if wrong:
-                    raise _data_error(
-                        f"windows.parquet and tracks.parquet in {self.root} disagree on the split of {wrong[0]}"
-                        f" (and {len(wrong) - 1} more); re-run `tunekit prep`"
-                    )
-
-    def __len__(self) -> int:
-        return len(self.window_id)
-
     def __getstate__(self) -> dict[str, Any]:
         """Pickle without the open memory maps (DataLoader workers reopen them lazily, copying nothing)."""
         state = dict(self.__dict__)
         state["_maps"] = {}
         return state
-
-    def indices(self, split: str) -> np.ndarray:
-        """Row indices of the windows in `split`, in window_id order (a stable order for seeding)."""
-        rows = np.flatnonzero(self.split == split)
-        return rows[np.argsort(self.window_id[rows], kind="stable")]
-
-    def tracks(self, split: str) -> set[str]:
-        """The track ids in `split`."""
-        return set(self.track_id[self.split == split])
 
     def _map(self, rel: str) -> np.ndarray:
         arr = self._maps.get(rel)
