@@ -71,12 +71,15 @@ def _clean_key(key: Any) -> str | None:
     return _ALIASES.get(k, k) if k else None
 
 
-def _text(value: Any) -> str | None:
+def text_value(value: Any) -> str | None:
+    """A metadata value as text: lists joined with ", ", bytes decoded as UTF-8, 3.0 as "3"; None when empty."""
     if value is None:
         return None
     if isinstance(value, (list, tuple)):
-        parts = [s for s in (_text(v) for v in value) if s]
+        parts = [s for s in (text_value(v) for v in value) if s]
         return ", ".join(parts) or None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     text = str(value).strip()
@@ -87,7 +90,7 @@ def _tags(value: Any) -> list[str] | None:
     if value is None:
         return None
     if isinstance(value, (list, tuple)):
-        items = [_text(v) for v in value]
+        items = [text_value(v) for v in value]
     else:
         items = [s.strip() for s in re.split(r"[,;]", str(value))]
     tags = [t for t in items if t]
@@ -138,7 +141,7 @@ def _parse_fields(raw: dict[str, Any], where: str, problems: list[str]) -> dict[
                 problems.append(f"{where}: {e}")
                 parsed = None
         elif name in TEXT_FIELDS:
-            parsed = _text(value)
+            parsed = text_value(value)
         else:
             if value not in (None, ""):
                 extra[name] = value
@@ -208,7 +211,7 @@ def read_embedded(audio_path: Path) -> dict[str, Any]:
             tags = f.copy_metadata()
     except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError):
         return {}
-    raw = {k: v for k, v in tags.items() if k in _EMBEDDED and _text(v)}
+    raw = {k: v for k, v in tags.items() if k in _EMBEDDED and text_value(v)}
     copyright_text = raw.pop("copyright", None)
     if copyright_text and "license" not in raw and normalize_license(copyright_text).family not in ("other", "unknown"):
         raw["license"] = copyright_text

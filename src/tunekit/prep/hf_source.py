@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunekit.corpus.metadata import text_value
 from tunekit.errors import ConfigError, ConfigErrors
 
 HUB_SCHEME = "hf://"
@@ -449,24 +450,10 @@ def open_dataset(corpus: Path, cfg: Any, exclude: Iterable[Path] = ()) -> HfData
 # -- streaming rows into tracks ---------------------------------------------------------------------
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, (list, tuple)):
-        parts = [t for t in (_text(v) for v in value) if t]
-        return ", ".join(parts) or None
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    text = str(value).strip()
-    return text or None
-
-
 def _lyrics(value: Any) -> str | None:
     if isinstance(value, (list, tuple)):
         value = "\n".join(str(v).rstrip() for v in value if v is not None)
-    return _text(value) if not isinstance(value, str) else (value.strip() or None)
+    return text_value(value) if not isinstance(value, str) else (value.strip() or None)
 
 
 def _bool(value: Any) -> bool | None:
@@ -668,9 +655,9 @@ class _Reader:
         row.extra.update(
             hf_dataset=self.ds.dataset_id,
             hf_revision=self.ds.split_revision(split),
-            hf_split=_text(values.get("split")) or split,
+            hf_split=text_value(values.get("split")) or split,
             hf_row=index,
-            hf_row_id=_text(values.get("id")),
+            hf_row_id=text_value(values.get("id")),
             hf_shard=shard.relative_to(self.ds.root).as_posix() if shard.is_relative_to(self.ds.root) else str(shard),
         )
         if rejection is not None:
@@ -679,7 +666,7 @@ class _Reader:
             return dataclasses.replace(
                 row, status=REJECTED, reason=rejection[0], reason_detail=rejection[1], failed_stage="ingest"
             )
-        _sidecar(self.root / f"{stem}.{ext}", _lyrics(values.get("lyrics")), _text(values.get("language")))
+        _sidecar(self.root / f"{stem}.{ext}", _lyrics(values.get("lyrics")), text_value(values.get("language")))
         self.wrote = written
         if written:
             self.counts.written += 1
@@ -693,15 +680,14 @@ class _Reader:
         from tunekit.prep.ingest import license_fields
 
         problems: list[str] = []
-        out: dict[str, Any] = {
-            name: _text(values.get(name)) for name in ("artist", "title", "attribution", "source_id", "url", "genre")
-        }
-        out["source"] = _text(values.get("source")) or f"hf:{self.ds.dataset_id}"
+        names = ("artist", "title", "attribution", "source_id", "url", "genre")
+        out: dict[str, Any] = {name: text_value(values.get(name)) for name in names}
+        out["source"] = text_value(values.get("source")) or f"hf:{self.ds.dataset_id}"
         try:
             out["instrumental"] = _bool(values.get("instrumental"))
         except ValueError as exc:
             problems.append(f"column {self.ds.columns.get('instrumental')}: {exc}; ignored")
-        raw = _text(values.get("license"))
+        raw = text_value(values.get("license"))
         info = normalize_license(raw)
         if info.family != "unknown":
             out.update(license_fields(info), license_source=f"hf_column:{self.ds.columns['license']}")
