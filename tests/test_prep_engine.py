@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from test_prep_helpers import music, prep_config, sidecar, write
+from test_prep_helpers import kill_once_cached, music, prep_config, sidecar, write
 
 from tunekit.errors import ConfigError, ConfigErrors, RunFailedError
 from tunekit.prep.run import run_prep
@@ -99,12 +97,6 @@ if __name__ == "__main__":
 """
 
 
-def _entries(out: Path, stage: str) -> int:
-    """Complete cache entries of a stage (a write in progress is a hidden temporary file)."""
-    root = out / ".cache" / "stages" / stage
-    return sum(1 for p in root.rglob("*.json") if not p.name.startswith(".")) if root.is_dir() else 0
-
-
 def _temporaries(out: Path) -> list[Path]:
     return [p for p in out.rglob(".*") if ".tmp" in p.name]
 
@@ -134,24 +126,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path, source):
     out = tmp_path / "killed"
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    proc = subprocess.Popen(
-        [sys.executable, str(driver), str(corpus), str(out)],
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while _entries(out, "loudness") < 1 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run finished before it could be interrupted"
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver, its fork server and its workers
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert not (out / "tracks.parquet").exists()
-    done_before = _entries(out, "loudness")
+    done_before = kill_once_cached([sys.executable, str(driver), str(corpus), str(out)], out, "loudness", 180)
     assert 1 <= done_before < 5
     planted = out / ".cache" / "stages" / "loudness" / "00" / ".0000.k3x9.tmp.json"  # as a kill mid-write leaves
     planted.parent.mkdir(parents=True, exist_ok=True)

@@ -127,6 +127,35 @@ def run_noted_stage(executor, tmp_path: Path) -> set[int]:
     assert not [r for r in records if "below the level" in r.getMessage()]
     return {int(n.rsplit(" ", 1)[1]) for n in notes}
 
+
+def cache_entries(out: Path, stage: str) -> int:
+    """Complete cache entries of a stage (a write in progress is a hidden temporary file)."""
+    root = out / ".cache" / "stages" / stage
+    return sum(1 for p in root.rglob("*.json") if not p.name.startswith(".")) if root.is_dir() else 0
+
+
+def kill_once_cached(argv: list[str], out: Path, stage: str, timeout: float) -> int:
+    """Run `argv` (a prep driver) in a process group of its own and SIGKILL the whole group (driver, fork server,
+    workers) as soon as `stage` has a finished cache entry in `out`; returns how many it had. Fails when the run
+    ended before it could be interrupted."""
+    import os
+    import signal
+    import time
+
+    proc = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while cache_entries(out, stage) < 1 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished (or failed) before it could be interrupted"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not (out / "tracks.parquet").exists()
+    return cache_entries(out, stage)
+
 def test_music_is_broadband_and_seeded():
     a, b = music(2.0, seed=1), music(2.0, seed=1)
     assert np.array_equal(a, b)

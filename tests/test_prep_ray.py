@@ -11,8 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -478,17 +476,12 @@ if __name__ == "__main__":
 """
 
 
-def _entries(out: Path, stage: str) -> int:
-    root = out / ".cache" / "stages" / stage
-    return sum(1 for p in root.rglob("*.json") if not p.name.startswith(".")) if root.is_dir() else 0
-
-
 @needs_ray
 @pytest.mark.integration
 def test_kill_9_of_a_ray_driver_then_a_local_rerun_resumes(ray_address, tmp_path):
     """A driver joined to the cluster (executor.address) is killed mid-run; re-run with the local executor,
     the run resumes from what the Ray workers cached and ends with the uninterrupted local run's outputs."""
-    from test_prep_helpers import prep_config
+    from test_prep_helpers import kill_once_cached, prep_config
     from threadpoolctl import threadpool_limits
 
     from tunekit.prep.run import run_prep
@@ -499,24 +492,8 @@ def test_kill_9_of_a_ray_driver_then_a_local_rerun_resumes(ray_address, tmp_path
         run_prep(prep_config(corpus, reference))
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    proc = subprocess.Popen(
-        [sys.executable, str(driver), str(corpus), str(out), ray_address],
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while _entries(out, "loudness") < 1 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run finished (or failed) before it could be interrupted"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert not (out / "tracks.parquet").exists()
-    done_before = _entries(out, "loudness")
+    done_before = kill_once_cached([sys.executable, str(driver), str(corpus), str(out), ray_address], out,
+                                   "loudness", 120)
     assert 1 <= done_before < 6, done_before
     with threadpool_limits(limits=1):
         assert run_prep(prep_config(corpus, out)) == 0
