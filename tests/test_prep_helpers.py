@@ -84,20 +84,26 @@ def prep_config(corpus: Path, out: Path, **overrides):
 
 
 def noted_stage(row, section, ctx):
-    """A stage that logs a warning (naming its row and process) and a debug line, and titles its row."""
+    """A stage that logs a warning (naming its row and process), an info line through a module's own logger, an
+    error with its traceback and a debug line, and titles its row."""
     import dataclasses
     import logging
     import os
 
     logging.getLogger("tunekit.prep").warning("worker note for %s from pid %d", row.source_path, os.getpid())
+    logging.getLogger("tunekit.prep.caption").info("module note for %s", row.source_path)
+    try:
+        raise ValueError(f"handled for {row.source_path}")
+    except ValueError:
+        logging.getLogger("tunekit.models.acestep").exception("library error")
     logging.getLogger("tunekit.prep").debug("below the level prep.log keeps")
     return dataclasses.replace(row, title="noted")
 
 
 def run_noted_stage(executor, tmp_path: Path) -> set[int]:
-    """Run `noted_stage` over four rows on `executor` through the engine, with the driver's logger at INFO as in
-    `tunekit prep`; check that each row's warning reached the driver once and the debug line did not. Returns the
-    ids of the processes that ran the stage."""
+    """Run `noted_stage` over four rows on `executor` through the engine, with a handler on the `tunekit` logger at
+    INFO as `tunekit prep` sets up prep.log; check that each record reached the driver once (the error with its
+    traceback) and the debug line did not. Returns the ids of the processes that ran the stage."""
     import logging
 
     from tunekit.prep.config import PrepConfig
@@ -108,7 +114,7 @@ def run_noted_stage(executor, tmp_path: Path) -> set[int]:
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append
-    logger = logging.getLogger("tunekit.prep")
+    logger = logging.getLogger("tunekit")
     before = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -124,6 +130,12 @@ def run_noted_stage(executor, tmp_path: Path) -> set[int]:
     notes = sorted(r.getMessage() for r in records if "worker note" in r.getMessage())
     assert [n.split(" from ")[0] for n in notes] == [f"worker note for t{i}.wav" for i in range(4)], notes
     assert all(r.levelno == logging.WARNING for r in records if "worker note" in r.getMessage())
+    modules = sorted(r.getMessage() for r in records if "module note" in r.getMessage())
+    assert modules == [f"module note for t{i}.wav" for i in range(4)], modules
+    errors = [r for r in records if r.getMessage().startswith("library error")]
+    assert len(errors) == 4, errors
+    texts = [r.getMessage() + (logging.Formatter().formatException(r.exc_info) if r.exc_info else "") for r in errors]
+    assert all("ValueError: handled for t" in t for t in texts), texts
     assert not [r for r in records if "below the level" in r.getMessage()]
     return {int(n.rsplit(" ", 1)[1]) for n in notes}
 

@@ -144,7 +144,7 @@ def _mixed_dataset(tmp_path: Path) -> tuple[Path, list[np.ndarray]]:
 def test_every_row_of_a_datasets_parquet_gets_a_status_and_a_reason(tmp_path: Path) -> None:
     root, audio = _mixed_dataset(tmp_path)
     out = tmp_path / "out"
-    run_prep(prep_config(root, out, **SHORT))
+    run_prep(prep_config(root, out, **SHORT, source__paths_outside=True))  # row 3 names a file outside the dataset
     tracks = by(read_table(out / "tracks.parquet"), "hf_row_id")
     assert sorted(tracks) == [f"row-{i}" for i in range(9)]
     expected = {0: ("ok", None), 1: ("ok", None), 2: ("ok", None), 3: ("ok", None), 4: ("rejected", "license_unknown"),
@@ -179,7 +179,7 @@ def test_every_row_of_a_datasets_parquet_gets_a_status_and_a_reason(tmp_path: Pa
     half_written = [cache / "sources" / "audio" / ".0123.tmp.flac", store[0].parent / ".00000009.flac.4242.tmp"]
     half_written[0].write_bytes(b"fLaC")  # what a killed scan leaves: a file and a link not yet renamed
     half_written[1].symlink_to(tmp_path / "nowhere.flac")
-    run_prep(prep_config(root, out, **SHORT))
+    run_prep(prep_config(root, out, **SHORT, source__paths_outside=True))
     assert (out / "tracks.parquet").read_bytes() == before
     assert {p: p.lstat().st_mtime_ns for p in store} == mtimes
     assert not [p for p in half_written if p.is_symlink() or p.exists()], half_written
@@ -309,10 +309,14 @@ def test_column_errors_name_the_key_to_change(tmp_path: Path) -> None:
     root = tmp_path / "ds"
     root.mkdir()
     pq.write_table(pa.table({"clip": [b"x"], "n": [1.0], "lic": ["CC0-1.0"]}), root / "train.parquet")
+    # Parquet without audio is no dataset corpus under source.kind=auto (a prep output or a table kept beside the
+    # audio files); named as a dataset, it is refused with the keys to change.
+    assert open_dataset(root, SourceConfig()) is None
     with pytest.raises(ConfigErrors) as err:
-        open_dataset(root, SourceConfig())
+        open_dataset(root, SourceConfig(kind="dataset"))
     assert err.value.problems == ["the dataset has no audio column (columns: clip, n, lic); "
-                                  "set source.columns.audio=<column>"]  # fmt: skip
+                                  "set source.columns.audio=<column> (or source.kind=files for a folder of audio "
+                                  "files)"]  # fmt: skip
     cfg = SourceConfig(splits=["validation"])
     cfg.columns.audio, cfg.columns.license, cfg.columns.title = "n", "licence", "lic"
     with pytest.raises(ConfigErrors) as err:
@@ -453,3 +457,30 @@ def test_a_rescan_of_unchanged_shards_reads_no_audio_and_a_changed_shard_is_read
     os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns + 10**9))  # the shard rewritten
     scan_dataset(open_dataset(root, SourceConfig()), tmp_path / "cache")
     assert len(read) == 2
+
+
+def test_audio_paths_stay_inside_the_dataset_unless_allowed(tmp_path: Path) -> None:
+    """A row's audio path that leaves the dataset's folder (`..`, an absolute path elsewhere) is refused with the key
+    to set, so a downloaded dataset cannot make any local file a track; a path through a Hub-style blob link keeps
+    the extension it was written with; a path that named no file is looked up again on the next scan."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    private = write(tmp_path / "private.wav", music(3.0, RATE, seed=1), RATE, "PCM_16")
+    root = tmp_path / "ds"
+    blob = write(tmp_path / "blobs" / "a.flac", music(3.0, RATE, seed=2), RATE, "PCM_16").rename(tmp_path / "blobs" / "0f3a")
+    (root / "clips").mkdir(parents=True)
+    (root / "clips" / "a.flac").symlink_to(blob)  # as a Hub snapshot holds its files
+    paths = ["clips/a.flac", "../private.wav", str(private), "clips/later.wav"]
+    pq.write_table(pa.table({"audio": paths, "license": ["CC0-1.0"] * 4}), root / "train.parquet")
+    rows, _ = scan_dataset(open_dataset(root, SourceConfig()), tmp_path / "cache")
+    got = [(r.status, r.reason, r.source_path) for r in rows]
+    assert got == [("ok", None, "train/00000000.flac"), ("rejected", "path_outside", "train/00000001"),
+                   ("rejected", "path_outside", "train/00000002"), ("rejected", "unreadable", "train/00000003")], got
+    assert "source.paths_outside=true" in rows[1].reason_detail
+    allowed = SourceConfig(paths_outside=True)
+    rows, _ = scan_dataset(open_dataset(root, allowed), tmp_path / "cache2")
+    assert [r.status for r in rows] == ["ok", "ok", "ok", "rejected"]
+    write(root / "clips" / "later.wav", music(3.0, RATE, seed=3), RATE, "PCM_16")
+    rows, _ = scan_dataset(open_dataset(root, allowed), tmp_path / "cache2")
+    assert [r.status for r in rows] == ["ok"] * 4

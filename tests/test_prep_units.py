@@ -179,8 +179,9 @@ def test_a_split_with_zero_fraction_stays_empty_and_two_tracks_get_no_guarantee(
 
 
 def test_a_datasets_own_held_out_splits_are_kept():
-    """Rows of a dataset's validation/test splits stay held out (never trained on); other split names are bucketed;
-    a dataset with a train split only, or split.keep_source=false, is bucketed like files."""
+    """Rows of a dataset's validation/test splits stay held out (never trained on); when the dataset holds out
+    both, its other rows train; a held-out split it lacks is drawn from its train rows; a dataset with a train
+    split only, or split.keep_source=false, is bucketed like files."""
     from tunekit.prep.split import assign_splits
 
     ctx = StageContext("/c", "/o", "/o/.cache")
@@ -189,11 +190,19 @@ def test_a_datasets_own_held_out_splits_are_kept():
     for row, name in zip(rows, names):
         row.extra["hf_split"] = name
     out = assign_splits(rows, SplitConfig(), ctx)
-    assert [r.split for r in out[:24]] == ["train"] * 20 + ["valid", "valid", "test", "test"]
+    assert [r.split for r in out] == ["train"] * 20 + ["valid", "valid", "test", "test"] + ["train"] * 40
     assert all(w.split == r.split for r in out for w in r.windows)
-    bucketed = assign_splits(rows[24:], SplitConfig(), ctx)  # no held-out rows: the usual split, guarantees too
-    assert [r.split for r in out[24:]] == [r.split for r in bucketed]
-    assert {"train", "valid", "test"} <= {r.split for r in bucketed}
+
+    for held in ("test", "eval"):  # train + test (or eval): test stays, valid comes from the train rows
+        two = _kept(30)
+        for i, row in enumerate(two):
+            row.extra["hf_split"] = held if i < 4 else "train"
+        got = [r.split for r in assign_splits(two, SplitConfig(), ctx)]
+        assert got[:4] == ["test"] * 4 and "test" not in got[4:] and 1 <= got.count("valid") <= 8, (held, got)
+    small = _kept(4)  # three train rows and a test row still give a valid track
+    for i, row in enumerate(small):
+        row.extra["hf_split"] = "test" if i == 0 else "train"
+    assert sorted(r.split for r in assign_splits(small, SplitConfig(), ctx)) == ["test", "train", "train", "valid"]
     ignored = assign_splits(rows, SplitConfig(keep_source=False), ctx)
     plain = assign_splits(_kept(len(names)), SplitConfig(), ctx)
     assert [r.split for r in ignored] == [r.split for r in plain]

@@ -212,6 +212,7 @@ class SourceConfig:
     columns: SourceColumns = field(default_factory=SourceColumns)  # the dataset's columns for each field
     splits: list[str] | None = None  # dataset splits to read; null: every split
     license_from_card: bool = False  # rows without a licence take the dataset card's `license` (license_source hf_card)
+    paths_outside: bool = False  # rows may name audio files outside the dataset's folder (a dataset built here)
 
     def problems(self, key: str) -> list[str]:
         """Invalid values, each naming its key."""

@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
-import threading
+import os
 import time
 import traceback
 from collections import Counter
@@ -131,48 +131,48 @@ def _cache(ctx: StageContext) -> StageCache:
     return StageCache(ctx.cache_dir, ctx.out_dir)
 
 
-class _TaskLogs(logging.Filter):
-    """While a task runs in a thread, the records logged to `tunekit.prep` there are kept for the driver instead
-    of being handled: a worker process (local pool or Ray) has no prep.log of its own, so the driver writes them
-    there (and to the console, as its own records), whichever executor ran the task."""
+_DRIVER_PID: int | None = None  # the process running the Engine: its records reach prep.log directly
+
+
+class _TaskLogs(logging.Handler):
+    """What tunekit's loggers record while a task runs in a worker process (local pool or Ray), which has no
+    prep.log of its own: kept, with tracebacks, for the driver to log as its own records."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.local = threading.local()
+        super().__init__(logging.INFO)
+        self.records: list[tuple[int, str]] = []
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        kept = getattr(self.local, "records", None)
-        if kept is None:
-            return True
-        kept.append((record.levelno, record.getMessage()))
-        return False
-
-    @contextlib.contextmanager
-    def kept(self) -> Iterator[list[tuple[int, str]]]:
-        records: list[tuple[int, str]] = []
-        self.local.records = records
-        try:
-            yield records
-        finally:
-            self.local.records = None
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        self.records.append((record.levelno, message))
 
 
-def _task_logs() -> _TaskLogs:
-    """This process's `_TaskLogs` filter on the `tunekit.prep` logger (installed once; INFO and up)."""
-    for f in log.filters:
-        if isinstance(f, _TaskLogs):
-            return f
-    if log.level == logging.NOTSET:  # a worker: the driver decides what reaches prep.log and the console
-        log.setLevel(logging.INFO)
-    f = _TaskLogs()
-    log.addFilter(f)
-    return f
+@contextlib.contextmanager
+def _worker_logs() -> Iterator[list[tuple[int, str]]]:
+    """In a worker process, the INFO and higher records of every `tunekit.*` logger during the block (not passed
+    on: nothing reaches the worker's stderr); in the driver, nothing (its handlers write them as they come)."""
+    if os.getpid() == _DRIVER_PID:
+        yield []
+        return
+    root = logging.getLogger("tunekit")
+    handler, level, propagate = _TaskLogs(), root.level, root.propagate
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    try:
+        yield handler.records
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        root.propagate = propagate
 
 
 def execute_task(task: Task) -> list[Outcome]:
     """Run a stage on a task's rows (in a worker), store each result in the cache, return the outcomes; what the
-    stage logged travels with the first outcome."""
-    with _task_logs().kept() as records:
+    stage logged in a worker travels with the first outcome."""
+    with _worker_logs() as records:
         outcomes = _execute(task)
     if records and outcomes:
         outcomes[0] = dataclasses.replace(outcomes[0], logs=tuple(records))
@@ -232,6 +232,8 @@ class Engine:
         reporter: Reporter | None = None,
         registry: dict[str, StageSpec] | None = None,
     ) -> None:
+        global _DRIVER_PID
+        _DRIVER_PID = os.getpid()  # tasks this process runs itself log straight to its handlers
         self.cfg = cfg
         self.ctx = ctx
         self.cache = _cache(ctx)

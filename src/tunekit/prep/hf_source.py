@@ -133,6 +133,7 @@ class HfDataset:
     revisions: dict[str, str | None] = field(default_factory=dict)  # split -> revision (None: not known)
     card_license: str | None = None  # the licence the dataset card (README front matter) or dataset_info states
     license_from_card: bool = False  # source.license_from_card
+    paths_outside: bool = False  # source.paths_outside
     rows: int = 0  # rows in the selected splits
     problems: list[str] = field(default_factory=list)  # dataset-level notes recorded in summary.json
 
@@ -221,7 +222,8 @@ def _configured_splits(root: Path, meta: dict[str, Any]) -> dict[str, list[Path]
             continue
         patterns = entry.get("path")
         patterns = [patterns] if isinstance(patterns, str) else list(patterns or [])
-        matched = sorted({p for pattern in patterns for p in root.glob(str(pattern)) if p.suffix == ".parquet"})
+        matched = sorted({p for pattern in patterns for p in root.glob(str(pattern))
+                          if p.suffix == ".parquet" and _inside(p, root)})
         if matched:
             out.setdefault(str(entry.get("split") or "train"), []).extend(matched)
     return out or None
@@ -266,9 +268,14 @@ def _arrow_splits(root: Path) -> tuple[dict[str, list[Path]], dict[str, str | No
         return None
     shards, revisions, info = {}, {}, {}
     for name, folder in folders.items():
-        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        state = json.loads((folder / "state.json").read_text(encoding="utf-8")) if _inside(folder, root) else {}
         split = name or str(state.get("_split") or "train")
-        shards[split] = [folder / str(f["filename"]) for f in state.get("_data_files") or []]
+        files = [folder / str(f["filename"]) for f in state.get("_data_files") or []]
+        outside = [f for f in files if not _inside(f, root)] + ([] if _inside(folder, root) else [folder])
+        if outside:
+            raise ConfigError(f"corpus={root}: split {split!r} names {outside[0]}, outside the dataset's folder",
+                              key="corpus")
+        shards[split] = files
         revisions[split] = state.get("_fingerprint")
         try:
             info = info or json.loads((folder / "dataset_info.json").read_text(encoding="utf-8"))
@@ -361,7 +368,8 @@ def map_columns(schema: Any, columns: Any) -> tuple[dict[str, str], str, list[st
                 "audio; name a column with an Audio feature, audio bytes or file paths"
             )
     elif not any(p.startswith("source.columns.audio") for p in problems):
-        problems.append(f"the dataset has no audio column (columns: {listed}); set source.columns.audio=<column>")
+        problems.append(f"the dataset has no audio column (columns: {listed}); set source.columns.audio=<column> "
+                        "(or source.kind=files for a folder of audio files)")
     return mapping, kind or "", problems
 
 
@@ -431,12 +439,15 @@ def open_dataset(corpus: Path, cfg: Any, exclude: Iterable[Path] = ()) -> HfData
     except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
         raise ConfigError(f"corpus={corpus}: {first.name} cannot be read ({exc})", key="corpus") from exc
     mapping, kind, column_problems = map_columns(schema, cfg.columns)
+    if cfg.kind == "auto" and "audio" not in mapping and cfg.columns.audio is None:
+        return None  # Parquet files without audio (a prep output, a table of metadata): a folder of audio files
     problems += column_problems
     if problems:
         raise ConfigErrors(problems)
     ds = HfDataset(
         root=corpus, dataset_id=dataset_id, format=fmt, shards=shards, columns=mapping, audio_kind=kind,
         revisions=revisions, card_license=card, license_from_card=bool(cfg.license_from_card), rows=rows,
+        paths_outside=bool(cfg.paths_outside),
     )  # fmt: skip
     if "license" not in mapping:
         ds.problems.append(
@@ -579,11 +590,24 @@ def _audio_cell(column: Any, kind: str, i: int) -> tuple[Any, str | None]:
     return buffer, (path.as_py() if path is not None and path.is_valid else None)
 
 
-def _source_file(path: str, shard: Path, root: Path) -> Path | None:
-    """The local file an audio path names (absolute, or relative to its shard or the dataset), or None."""
+def _inside(path: Path, root: Path) -> bool:
+    """Whether `path` lies in `root` as written (`..` resolved, links not followed: a Hub snapshot's files are
+    links into its blob store)."""
+    return Path(os.path.normpath(path)).is_relative_to(Path(os.path.normpath(root)))
+
+
+def _source_file(path: str, shard: Path, root: Path, outside: bool) -> tuple[Path | None, str | None]:
+    """(the local file an audio path names, or None; why it is refused, or None). A path is relative to its shard
+    or the dataset folder, or absolute; one that leaves the dataset's folder is refused unless `outside`
+    (source.paths_outside: a dataset built on this machine), so a dataset cannot make any file a track."""
     p = Path(path).expanduser()
     candidates = [p] if p.is_absolute() else [shard.parent / p, root / p]
-    return next((c.resolve() for c in candidates if c.is_file()), None)
+    if not outside:
+        candidates = [c for c in candidates if _inside(c, root)]
+        if not candidates:
+            return None, (f"the row's audio path {path} leaves the dataset's folder {root}; set "
+                          "source.paths_outside=true for a dataset built on this machine")
+    return next((c.resolve() for c in candidates if c.is_file()), None), None
 
 
 @dataclass
@@ -626,7 +650,7 @@ class _Reader:
         from tunekit.prep.ingest import track_id_for
         from tunekit.prep.rows import REJECTED, TrackRow
 
-        split_dir = re.sub(r"[^A-Za-z0-9._-]+", "_", split) or "_"
+        split_dir = re.sub(r"[^A-Za-z0-9._-]+", "_", split).lstrip(".") or "_"  # never `..`: links stay in root
         stem = f"{split_dir}/{index:08d}"
         fields, problems = self.fields(values)
         data, path = audio
@@ -638,12 +662,18 @@ class _Reader:
             target, written = _store(data, self.store, ext)
             written |= _link(self.root / f"{stem}.{ext}", target)
         elif path:
-            source = _source_file(path, shard, self.ds.root)
-            if source is None:
+            source, refused = _source_file(path, shard, self.ds.root, self.ds.paths_outside)
+            if refused:
+                rejection = ("path_outside", refused)
+            elif source is None:
                 where = "" if Path(path).expanduser().is_absolute() else f" beside {shard.name} or in {self.ds.root}"
                 rejection = ("unreadable", f"the row's audio path {path} is not a file{where}")
             else:
-                ext = source.suffix.lower().lstrip(".") or "bin"
+                # the name as written: a Hub snapshot's file resolves to an extension-less blob
+                ext = Path(path).suffix.lower().lstrip(".")
+                if not ext:
+                    with open(source, "rb") as f:
+                        ext = sniff_extension(f.read(64), source.name)
                 written = _link(self.root / f"{stem}.{ext}", source)
         elif data is not None:
             rejection = ("empty", f"the row's audio (column {self.ds.columns['audio']}) has 0 bytes")
@@ -706,7 +736,7 @@ class _Reader:
         return out, problems
 
 
-INDEX_VERSION = 1  # bump when the rows a shard gives change for the same shard and settings
+INDEX_VERSION = 2  # bump when the rows a shard gives change for the same shard and settings
 
 
 def _shard_key(ds: HfDataset, split: str, start: int, shard: Path) -> str:
@@ -729,6 +759,8 @@ def _indexed_rows(index_file: Path, root: Path) -> list[Any] | None:
         return None
     if any(r.status == OK and not (root / r.source_path).exists() for r in rows):
         return None
+    if any(r.reason == "unreadable" and "is not a file" in (r.reason_detail or "") for r in rows):
+        return None  # a row's audio path named no file: it may be there now
     return rows
 
 
@@ -738,7 +770,13 @@ def _write_index(index_file: Path, rows: list[Any]) -> None:
 
     from tunekit.atomic import write_json
 
-    write_json(index_file, [dataclasses.asdict(r) for r in rows])
+    records = [dataclasses.asdict(r) for r in rows]
+    try:
+        if json.loads(index_file.read_text(encoding="utf-8")) == records:
+            return  # read again (a row named a missing file) and unchanged: the index stays as it was
+    except (OSError, ValueError):
+        pass
+    write_json(index_file, records)
 
 
 def scan_dataset(ds: HfDataset, cache_dir: Path, reporter: Any = None) -> tuple[list[Any], Any]:

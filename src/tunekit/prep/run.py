@@ -153,10 +153,13 @@ def _setup_logging(out: Path, quiet: bool) -> list[logging.Handler]:
         sh.setLevel(logging.INFO)
         sh.addFilter(lambda record: record.levelno >= logging.WARNING or record.getMessage().startswith("stage "))
         handlers.append(sh)
+    # Every tunekit logger's records (the prep stages', and the model library's they call) go to prep.log.
+    root = logging.getLogger("tunekit")
     for h in handlers:
-        log.addHandler(h)
+        root.addHandler(h)
+    root.setLevel(logging.INFO)
     log.setLevel(logging.INFO)
-    log.propagate = False
+    root.propagate = False
     return handlers
 
 
@@ -274,8 +277,9 @@ def run_prep(cfg: Any) -> int:
             print_summary(summary, console)
         finally:
             for h in handlers:
-                log.removeHandler(h)
+                logging.getLogger("tunekit").removeHandler(h)
                 h.close()
+            logging.getLogger("tunekit").propagate = True
     if failures:
         raise RunFailedError(
             f"prep failed: {'; '.join(failures)}. Details in {out / LOG} and {out / 'summary.json'}; "

@@ -11,8 +11,10 @@ bucket lies closest to its range, from a split that keeps at least one track. Ev
 track's split, so no track is in two splits.
 
 A Hugging Face dataset that comes with held-out splits keeps them (`split.keep_source`): its rows of
-`validation`/`valid`/`dev` are valid, of `test` test, of `train` train, so nothing its authors held out is
-trained on; rows of any other split are bucketed. A dataset with only a train split is bucketed like files.
+`validation`/`valid`/`dev` are valid, of `test`/`eval` test, so nothing its authors held out is trained on. A
+held-out split the dataset lacks (valid, for a train + test dataset) is drawn from its train rows by bucket, with
+the same guarantees; rows of other split names are bucketed too. A dataset with only a train split is bucketed
+like files.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ def split_by_bucket(buckets: dict[str, float], cfg: SplitConfig) -> dict[str, st
 
 
 SOURCE_SPLITS = {"train": "train", "training": "train", "validation": "valid", "valid": "valid", "val": "valid",
-                 "dev": "valid", "test": "test", "testing": "test"}  # a dataset's split names -> tunekit's
+                 "dev": "valid", "test": "test", "testing": "test", "eval": "test",
+                 "evaluation": "test"}  # a dataset's split names -> tunekit's (as prep.hf_source names them)
 
 
 def source_splits(rows: list[TrackRow], kept: list[int]) -> dict[int, str]:
@@ -75,11 +78,14 @@ def assign_splits(rows: list[TrackRow], cfg: SplitConfig, ctx: StageContext) -> 
     rows = list(rows)
     kept = [i for i, r in enumerate(rows) if r.status == OK]
     given = source_splits(rows, kept) if cfg.keep_source else {}
+    # A held-out split the source lacks (a train + test dataset has no valid) is drawn from its train rows.
+    fill = dataclasses.replace(cfg, **{f"{s}_fraction": 0.0 for s in ("valid", "test") if s in given.values()})
+    if given and (fill.valid_fraction or fill.test_fraction):
+        given = {i: s for i, s in given.items() if s != "train"}
     # Keyed by source path so ties break the same way whatever the row order.
     keys = {i: f"{rows[i].source_path}\0{i}" for i in kept if i not in given}
     buckets = {keys[i]: bucket(rows[i].content_hash or rows[i].track_id, cfg.seed) for i in keys}
-    split = split_by_bucket(buckets, cfg) if not given else {
-        k: next(s for s, (lo, hi) in _ranges(cfg).items() if lo <= b < hi) for k, b in buckets.items()}
+    split = split_by_bucket(buckets, fill if given else cfg)
     for i in kept:
         row = rows[i]
         s = given[i] if i in given else split[keys[i]]
