@@ -468,7 +468,8 @@ def test_audio_paths_stay_inside_the_dataset_unless_allowed(tmp_path: Path) -> N
 
     private = write(tmp_path / "private.wav", music(3.0, RATE, seed=1), RATE, "PCM_16")
     root = tmp_path / "ds"
-    blob = write(tmp_path / "blobs" / "a.flac", music(3.0, RATE, seed=2), RATE, "PCM_16").rename(tmp_path / "blobs" / "0f3a")
+    blob = write(tmp_path / "blobs" / "a.flac", music(3.0, RATE, seed=2), RATE, "PCM_16")
+    blob = blob.rename(blob.with_name("0f3a"))
     (root / "clips").mkdir(parents=True)
     (root / "clips" / "a.flac").symlink_to(blob)  # as a Hub snapshot holds its files
     paths = ["clips/a.flac", "../private.wav", str(private), "clips/later.wav"]
