@@ -195,6 +195,19 @@ def executor(ray_address):
 # -- the executor --------------------------------------------------------------------------------------------
 
 
+def _crowded_dies(item: tuple[str, int]) -> int:
+    """Dies when another call runs at the same time (a crash from memory pressure), else squares."""
+    folder, x = item
+    me = Path(folder) / f"{os.getpid()}-{x}"
+    me.touch()
+    time.sleep(0.4)
+    crowded = [p for p in Path(folder).iterdir() if p != me]
+    me.unlink()
+    if crowded:
+        os._exit(1)
+    return x * x
+
+
 def _square_or_die(x: int) -> int:
     if x == 3:
         os._exit(1)  # a decoder crash takes the whole worker process down
@@ -233,6 +246,18 @@ def test_a_crashing_worker_fails_its_item_alone(executor, holds_model):
     assert sorted(results) == list(range(8))
     assert isinstance(results[3], WorkerCrash) and "worker process died" in results[3].message, results[3]
     assert all(results[i] == i * i for i in range(8) if i != 3), results
+
+
+@needs_ray
+@pytest.mark.parametrize("holds_model", [False, True], ids=["tasks", "actors"])
+def test_crashed_items_are_retried_one_at_a_time(executor, holds_model, tmp_path):
+    """Items whose workers died are retried with nothing else running, as the local pool retries them: a crash
+    that came from running beside others (memory pressure) does not cost those rows."""
+    from tunekit.prep.executors import TaskGroup
+
+    items = [(str(tmp_path), x) for x in range(4)]
+    results = dict(executor.imap_unordered(_crowded_dies, items, TaskGroup("tag", holds_model=holds_model)))
+    assert results == {i: i * i for i in range(4)}, results
 
 
 @needs_ray

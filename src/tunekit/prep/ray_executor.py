@@ -145,7 +145,9 @@ class _Tasks:
         return None
 
     def alone(self) -> None:
-        """Each task has its worker process to itself already."""
+        """One task in flight from now on: an item retried alone runs with nothing beside it (as in the local
+        pool), so a crash that came from a neighbour's memory use is not repeated."""
+        self.capacity = 1
 
     def close(self) -> None:
         """Nothing held."""
@@ -164,6 +166,7 @@ class _Actors:
         self.owner: dict[Any, Any] = {}  # call ref -> actor
         self.start_errors: list[str] = []
         self.calls_per_actor = CALLS_PER_ACTOR
+        self.serial = False  # retries: one call at a time
         self.waiting_since = time.monotonic()
         for _ in range(count):
             self._spawn()
@@ -173,11 +176,15 @@ class _Actors:
         self.pending[actor.ready.remote()] = actor
 
     def room(self) -> bool:
+        if self.serial and self.owner:
+            return False
         return any(n < self.calls_per_actor for n in self.load.values())
 
     def alone(self) -> None:
-        """One call per actor from now on: an item retried alone must not share its actor's death."""
+        """One call in flight over all the stage's actors from now on: an item retried alone runs with nothing
+        beside it (as in the local pool), so a crash that came from a neighbour's memory use is not repeated."""
         self.calls_per_actor = 1
+        self.serial = True
 
     def submit(self, fn: Callable[[Any], Any], chunk: list[Any]) -> Any:
         actor = min(self.load, key=lambda a: self.load[a])  # room() made sure one has a free slot
