@@ -110,6 +110,9 @@ def test_outliers_are_listed_only_for_sets_large_enough_to_have_any():
     assert len(small) == MIN_CLIPS - 1
     found = find_outliers(small, 5)
     assert found["outliers"] == [] and found["check"] == {**found["check"], "ran": False, "n": 10, "min_n": 11}
+    # outliers=0: nothing is looked for, and the check says so rather than "no outliers".
+    off = find_outliers(big, 0)
+    assert off["outliers"] == [] and (off["check"]["ran"], off["check"]["limit"]) == (False, 0)
 
 
 def test_outliers_of_a_large_set_are_the_planted_ones_only():

@@ -216,6 +216,16 @@ def test_reference_window_plays_beside_base_and_finetuned(report):
             assert rate == RATE and abs(len(audio) - RATE) <= 1, (cid, label, len(audio))
 
 
+def test_standalone_sets_are_not_paired_with_reference_clips_of_the_same_name(tmp_path):
+    """Outside run mode a generated clip named like a reference file was not made from it: no pairing."""
+    base = _set(tmp_path, "base", {"clap": 0.8, "vggish": 5.0}, 0.20, 0.375, far=None)
+    finetuned = _set(tmp_path, "finetuned", {"clap": 0.5, "vggish": 6.0}, 0.30, 0.625, far=None)
+    metrics = {**_metrics(base, finetuned), "mode": "standalone"}
+    html = render_report(metrics, [base, finetuned], title="t", embeddings=EMBEDDINGS, n_clips=SHOWN,
+                         reference=_reference(tmp_path), n_reference_clips=1)
+    assert "reference (held-out)" not in html
+
+
 def test_every_spectrogram_has_labelled_time_and_frequency_axes(report):
     _, html, _ = report
     figures = re.findall(r'<figure class="spec">(.*?)</figure>', html)

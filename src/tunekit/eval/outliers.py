@@ -44,8 +44,8 @@ def find_outliers(distances: Mapping[str, float], limit: int, *, z: float = Z) -
     finite = {k: float(v) for k, v in distances.items() if math.isfinite(v)}
     need = min_clips(z)
     check = {"rule": f"distance more than {z:g} sample standard deviations above the set's mean",
-             "z": z, "n": len(finite), "min_n": need, "ran": False}
-    if len(finite) < need:
+             "z": z, "n": len(finite), "min_n": need, "ran": False, "limit": max(0, limit)}
+    if len(finite) < need or limit <= 0:  # too few clips to have outliers, or listing them is off (outliers=0)
         return {"outliers": [], "check": check}
     values = np.array(list(finite.values()), dtype=np.float64)
     mean, std = float(values.mean()), float(values.std(ddof=1))

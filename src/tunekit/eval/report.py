@@ -446,6 +446,9 @@ def outliers_section(sets: list[SetScores], embeddings: list[str], with_audio: i
         label = LABELS.get(s.name, s.name)
         prompts = s.audio_set.prompts()
         checks = {e: (s.metrics.get(e) or {}).get("outlier_check") or {} for e in embeddings if s.metrics.get(e)}
+        if checks and all(c.get("limit") == 0 for c in checks.values()):
+            out.append(f'<p class="small" data-outliers="{_e(s.name)}">{_e(label)}: not looked for (outliers=0).</p>')
+            continue
         if checks and not any(c.get("ran") for c in checks.values()):
             c = max(checks.values(), key=lambda c: c.get("n", 0))
             out.append(f'<p class="small" data-outliers="{_e(s.name)}">{_e(label)}: {c.get("n", 0)} clips, too few to '
@@ -536,7 +539,10 @@ def render_report(
         curves = training_curves(training)
         if curves.charts or curves.constants:
             body += ["<h2>Training curves</h2>", curves.html()]
-    paired_reference = reference if reference is not None and set(ids) & set(reference.ids()) else None
+    # Run mode generates from each held-out window's caption: its clips play beside that window. Standalone sets
+    # may share file names with the reference by chance, which pairs nothing.
+    run_mode = metrics.get("mode") == "run"
+    paired_reference = reference if run_mode and reference is not None and set(ids) & set(reference.ids()) else None
     body += ["<h2>Clips</h2>", clips_section(sets, ids, embeddings, paired_reference)]
     body += ["<h2>Outliers</h2>", '<p class="small">Clips whose own frames are unusually far (Fréchet distance) from '
              f"the reference distribution: more than {Z:g} standard deviations above their set's mean distance.</p>",
