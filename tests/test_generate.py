@@ -184,3 +184,31 @@ def test_a_musicgen_run_plays_on_its_own_base(run, tmp_path):
         run_generate(generate_cfg(f"run={run}", "model.name=facebook/musicgen-medium", "prompt=x", "models=tiny",
                                   f"out={tmp_path}/x.wav"))
     assert err.value.key == "model.name"
+
+
+def test_each_continuation_window_follows_the_melody_from_its_own_start(monkeypatch):
+    """Past the first window, a melody model gets the chroma from where that window starts (as audiocraft offsets
+    the melody per chunk), not the melody's first seconds again."""
+    from types import SimpleNamespace
+
+    import torch
+
+    import tunekit.models.musicgen as mg
+
+    chroma = torch.arange(600, dtype=torch.float32).reshape(1, 600, 1).repeat(1, 1, 12)  # frame i holds i
+    seen: list[float] = []
+
+    def fake_codes(model, tokenizer, prompts, n, *, seed, chroma=None, prompt_codes=None, **sampling):
+        seen.append(float(chroma[0, 0, 0]))
+        before = 0 if prompt_codes is None else prompt_codes.shape[-1]
+        return torch.zeros((1, 4, before + n), dtype=torch.long)
+
+    monkeypatch.setattr(mg, "generate_codes", fake_codes)
+    monkeypatch.setattr(mg, "decode_codes", lambda codec, codes, channels: torch.zeros((1, 1, codes.shape[-1] * 640)))
+    model = SimpleNamespace(config=SimpleNamespace(audio_encoder=SimpleNamespace(sampling_rate=32000, frame_rate=50)),
+                            decoder=SimpleNamespace(config=SimpleNamespace(audio_channels=1)))
+    audio, rate = mg.generate_audio(model, None, None, ["p"], 70.0, chroma=chroma)
+    assert audio.shape[-1] == 70 * rate
+    # windows of 30 s with 10 s of context: they start at 0, 20 and 40 s -> chroma frames 0, 156.25, 312.5
+    assert seen == [0.0, 156.0, 312.0], seen
+    assert mg.melody_from(chroma, 1e4)[0, 0, 0] == 599  # a melody shorter than the song keeps its last frame

@@ -278,6 +278,18 @@ def crossfade_join(prev: Any, nxt: Any, overlap: int, fade: int) -> Any:
     return np.concatenate([prev[..., :keep], mixed, nxt[..., overlap:]], axis=-1)
 
 
+CHROMA_FRAMES_PER_S = 32000 / 4096  # tunekit.data.chroma.melody_chroma: 32 kHz audio, hop 4096
+
+
+def melody_from(chroma: Any, seconds: float) -> Any:
+    """The melody chroma (B, frames, 12) from `seconds` on, for a continuation window that starts there (as
+    audiocraft offsets the melody of each chunk); a melody that ends before keeps its last frame."""
+    if chroma is None:
+        return None
+    start = min(int(round(seconds * CHROMA_FRAMES_PER_S)), chroma.shape[1] - 1)
+    return chroma[:, max(start, 0):]
+
+
 def generate_audio(
     model: Any,
     tokenizer: Any,
@@ -309,8 +321,8 @@ def generate_audio(
         ctx = min(context, codes.shape[-1])
         new = min(window - ctx, total - done)
         codes = generate_codes(
-            model, tokenizer, prompts, new, seed=seed + chunk, prompt_codes=codes[..., -ctx:], chroma=chroma,
-            **sampling,
+            model, tokenizer, prompts, new, seed=seed + chunk, prompt_codes=codes[..., -ctx:],
+            chroma=melody_from(chroma, (done - ctx) / fps), **sampling,
         )
         part = decode_codes(codec, codes, channels).numpy()
         audio = crossfade_join(audio, part, int(round(ctx * hop)), int(round(crossfade_seconds * rate)))
