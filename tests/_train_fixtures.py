@@ -218,6 +218,23 @@ def train_process(data: Path, out: Path, *overrides: str) -> subprocess.Popen:
     )
 
 
+def kill_after_checkpoint(proc: subprocess.Popen, run: Path, step: int, timeout: float = 240) -> str:
+    """SIGKILL the training child `proc` once `run` holds the checkpoint of `step`; returns its output and
+    checks that it was killed mid-run, not finished."""
+    import signal
+    import time
+
+    marker = run / "checkpoints" / f"step-{step:07d}" / "state.json"
+    deadline = time.time() + timeout
+    while not marker.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    output = proc.stdout.read()
+    assert proc.returncode == -signal.SIGKILL, output
+    return output
+
+
 def torchrun(nproc: int, data: Path, out: Path, *overrides: str, gradients: Path | None = None,
              script: str = __file__) -> subprocess.CompletedProcess:
     """`run_train` on `nproc` CPU processes (DDP over gloo), launched by torchrun (the `__main__` of `script`,

@@ -205,9 +205,11 @@ def test_fad_of_a_resample_equals_fad_of_its_frames(frames_per_clip):
     for row, value in zip(counts, groups.value(counts), strict=True):
         frames = np.concatenate([c for c, k in zip(clips, row, strict=True) for _ in range(k)])
         expected = reference.distance(*stats(frames))
-        # Means of ~100 and unit spread: the mean's rounding (eps·100 per frame) enters squared distances
-        # of ~1e4 scale; a loose float64 bound still tells the two storage paths and a wrong weighting apart.
-        assert_close(value, expected, atol=1e-7 * (1 + abs(expected)), what=f"FAD of resample {row}")
+        # Two summation orders of the same float64 sums over n frames of values ~100: the means and scatter move
+        # by up to ~n·eps of their ~100² scale per dimension, and FD (~6e4 here: squared mean distances) by that
+        # over d dimensions plus its own relative rounding; 16·d·n·eps·(100² + FD) bounds both with room.
+        bound = 16 * d * len(frames) * np.finfo(np.float64).eps * (100.0**2 + abs(expected))
+        assert_close(value, expected, atol=bound, what=f"FAD of resample {row}")
 
 
 # ----------------------------------------------------------------------------- the paired bootstrap

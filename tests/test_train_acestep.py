@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import signal
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from _acestep_fixtures import IDS, acestep_cfg, acestep_process, make_latent_dataset
+from _train_fixtures import kill_after_checkpoint
 from _numerics import assert_close, norm_ratio, reorder_rtol
 from safetensors.torch import load_file
 
@@ -347,15 +346,7 @@ def test_sigkill_and_rerun_matches_an_uninterrupted_run(turbo_data, tmp_path):
     assert train_acestep(acestep_cfg(turbo_data, ref, *overrides)) == 0
 
     run = tmp_path / "killed"
-    proc = acestep_process(turbo_data, run, *overrides)
-    marker = run / "checkpoints" / "step-0000004" / "state.json"
-    deadline = time.time() + 240
-    while not marker.is_file() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    output = proc.stdout.read()
-    assert proc.returncode == -signal.SIGKILL, output
+    output = kill_after_checkpoint(acestep_process(turbo_data, run, *overrides), run, 4)
     assert ckpt.latest_checkpoint(run) is not None and not (run / "adapter").exists(), output
     assert train_acestep(acestep_cfg(turbo_data, run, *overrides)) == 0
 

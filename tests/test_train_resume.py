@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import random
-import signal
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from _numerics import assert_close
-from _train_fixtures import make_dataset, train_cfg, train_process
+from _train_fixtures import kill_after_checkpoint, make_dataset, train_cfg, train_process
 from safetensors.torch import load_file
 
 from tunekit.train import checkpoint as ckpt
@@ -33,15 +31,7 @@ def test_sigkill_and_rerun_matches_an_uninterrupted_run(tmp_path):
         assert run_train(train_cfg(data, ref, *OVERRIDES)) == 0
 
         run = tmp_path / "killed"
-        proc = train_process(data, run, *OVERRIDES)
-        marker = run / "checkpoints" / "step-0000004" / "state.json"
-        deadline = time.time() + 240
-        while not marker.is_file() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        output = proc.stdout.read()
-        assert proc.returncode == -signal.SIGKILL, output  # killed mid-run, not finished
+        output = kill_after_checkpoint(train_process(data, run, *OVERRIDES), run, 4)  # killed mid-run
         resume_from = ckpt.latest_checkpoint(run)  # step 4, or a later one if the run got further first
         assert resume_from is not None and not (run / "adapter").exists(), output
         killed_at = max(r["step"] for r in _rows(run))

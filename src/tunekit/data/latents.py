@@ -13,7 +13,6 @@ an uninterrupted one would have read, and `tunekit.data.tokens.StepBatches` serv
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,19 +185,6 @@ class LatentSet(PreparedWindows):
             if len(problems) >= 5:
                 break
         return problems[:5]
-
-    def summary(self) -> dict[str, Any]:
-        """Prep's summary.json when present, else {}."""
-        try:
-            return json.loads((self.root / "summary.json").read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def pipeline(self) -> str | None:
-        """The prep pipeline that made this data, if recorded."""
-        summary = self.summary()
-        config = summary.get("config") if isinstance(summary.get("config"), dict) else {}
-        return summary.get("pipeline") or config.get("pipeline_name")
 
 
 class LengthBuckets:

@@ -8,7 +8,6 @@ exactly what an uninterrupted run would have seen, and data-loader workers need 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,20 +148,6 @@ class TokenSet(PreparedWindows):
             if len(problems) >= 5:
                 break
         return problems
-
-    def summary(self) -> dict[str, Any]:
-        """Prep's summary.json (counts, licences, splits, config) when present, else {}."""
-        path = self.root / "summary.json"
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def pipeline(self) -> str | None:
-        """The prep pipeline that made this data (summary.json's config.pipeline_name), if recorded."""
-        summary = self.summary()
-        config = summary.get("config") if isinstance(summary.get("config"), dict) else {}
-        return summary.get("pipeline") or config.get("pipeline_name")
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:

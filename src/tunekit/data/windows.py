@@ -4,6 +4,7 @@ check, and split lookups; each dataset adds its own columns and reads."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,19 @@ class PreparedWindows:
 
     def __len__(self) -> int:
         return len(self.window_id)
+
+    def summary(self) -> dict[str, Any]:
+        """Prep's summary.json (counts, licences, splits, config) when present, else {}."""
+        try:
+            return json.loads((self.root / "summary.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def pipeline(self) -> str | None:
+        """The prep pipeline that made this data (summary.json's config.pipeline_name), if recorded."""
+        summary = self.summary()
+        config = summary.get("config") if isinstance(summary.get("config"), dict) else {}
+        return summary.get("pipeline") or config.get("pipeline_name")
 
     def indices(self, split: str) -> np.ndarray:
         """Row indices of the windows in `split`, in window_id order (a stable order for seeding)."""
